@@ -1,0 +1,3 @@
+"""iresnet: invertible residual networks as normalizing flows."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""Activation normalization (Kingma & Dhariwal 2018) with data-dependent initialization."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from iresnet.flows.base import Flow
+
+
+class ActNorm(Flow):
+    """Per-channel affine map ``y = (x + bias) * exp(log_scale)``.
+
+    On the first training batch, ``bias`` and ``log_scale`` are set so that every channel of
+    ``y`` has zero mean and unit variance. Under DDP the statistics are averaged over all ranks
+    so every replica starts identical.
+
+    Shapes: ``x: (B, C, H, W)`` or ``x: (B, C)``; ``logdet = H * W * sum(log_scale)``, shape (B,).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.log_scale = nn.Parameter(torch.zeros(num_features))
+        self.eps = eps
+        # A buffer, not a Python flag, so that checkpoints remember the initialization.
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _view(self, p: Tensor, x: Tensor) -> Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean = x.mean(dim=dims)
+        mean_sq = (x * x).mean(dim=dims)
+        if dist.is_available() and dist.is_initialized():
+            stats = torch.stack([mean, mean_sq])
+            dist.all_reduce(stats)
+            mean, mean_sq = stats / dist.get_world_size()
+        std = (mean_sq - mean * mean).clamp_min(0).sqrt()
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() not in (2, 4) or x.shape[1] != self.bias.numel():
+            raise ValueError(
+                f"ActNorm({self.bias.numel()}) expects (B, {self.bias.numel()}) or "
+                f"(B, {self.bias.numel()}, H, W) input, got shape {tuple(x.shape)}."
+            )
+        if not self.initialized and self.training:
+            self._initialize(x)
+        y = (x + self._view(self.bias, x)) * self._view(self.log_scale, x).exp()
+        spatial = x[0, 0].numel()
+        logdet = (self.log_scale.sum() * spatial).expand(x.shape[0])
+        return y, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        if not self.initialized:
+            raise RuntimeError(
+                "ActNorm.inverse called before initialization; run a training-mode forward pass "
+                "on a data batch first (or load a trained checkpoint)."
+            )
+        return y * self._view(-self.log_scale, y).exp() - self._view(self.bias, y)

@@ -1,0 +1,63 @@
+"""The flow convention shared by every layer of iresnet.
+
+A flow layer is a bijection ``f`` with a tractable log-determinant:
+
+    forward(x) -> (y, logdet)   with  y = f(x),  logdet = log|det df/dx|  of shape (batch,)
+    inverse(y) -> x             with  x = f^{-1}(y)
+
+Composite flows sum log-determinants and invert in reverse order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Flow(nn.Module):
+    """Base class of flow layers: ``forward(x) -> (y, logdet)`` and ``inverse(y) -> x``."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FlowSequential(Flow):
+    """Chains flows: ``y = f_n(...f_1(x))`` with ``logdet = sum_i logdet_i``.
+
+    The inverse applies the layers' inverses in reverse order.
+    """
+
+    def __init__(self, *flows: Flow) -> None:
+        super().__init__()
+        self.flows = nn.ModuleList(flows)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        for flow in self.flows:
+            x, ld = flow(x)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        for flow in reversed(self.flows):
+            y = flow.inverse(y)
+        return y
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def __getitem__(self, i: int) -> Flow:
+        return self.flows[i]
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """Raise a ``ValueError`` naming ``where`` if ``x`` holds NaN or Inf values."""
+    if not torch.isfinite(x).all():
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"{where} received {n_bad} non-finite value(s) (NaN or Inf) in a tensor of shape "
+            f"{tuple(x.shape)}; clean the input (e.g. torch.nan_to_num) or check the data pipeline."
+        )

@@ -1,0 +1,20 @@
+"""Iterative solvers of ``x + fn(x) = y`` (inverting residual blocks with ``Lip(fn) < 1``).
+
+Each solver is called as ``solver(fn, y) -> (x, InverseStats)``.
+"""
+
+from iresnet.inverse.anderson import AndersonInverse
+from iresnet.inverse.base import InverseSolver
+from iresnet.inverse.factory import get_inverse_solver
+from iresnet.inverse.fixed_point import FixedPointInverse
+from iresnet.inverse.stats import InverseConvergenceError, InverseConvergenceWarning, InverseStats
+
+__all__ = [
+    "AndersonInverse",
+    "FixedPointInverse",
+    "InverseConvergenceError",
+    "InverseConvergenceWarning",
+    "InverseSolver",
+    "InverseStats",
+    "get_inverse_solver",
+]

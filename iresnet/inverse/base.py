@@ -1,0 +1,125 @@
+"""The shared loop of the iterative inverse solvers for ``x + fn(x) = y``.
+
+Solving means finding the fixed point of ``G(x) = y - fn(x)``, a contraction when
+``Lip(fn) < 1``. Every iteration evaluates ``G`` at the current iterate of the samples
+still running, which gives their true residual ``r = G(x) - x = y - x - fn(x)``; samples
+with ``max|r_b| <= atol + rtol max|x_b|`` are frozen (their ``fn`` is no longer evaluated),
+the others move to the point proposed by the subclass. ``fn`` must therefore treat samples
+independently (any sub-batch is a valid input).
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from iresnet.inverse.stats import InverseConvergenceError, InverseConvergenceWarning, InverseStats
+
+ON_FAILURE = ("raise", "warn")
+
+
+class SolverState(Protocol):
+    """Per-sample solver memory; ``select`` keeps the rows of the samples still iterating."""
+
+    def select(self, keep: Tensor) -> SolverState: ...
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` (which names the bad value and the fix) unless ``ok``."""
+    if not ok:
+        raise ValueError(message)
+
+
+def is_int_at_least(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+class InverseSolver(ABC):
+    """Callable ``solver(fn, y) -> (x, InverseStats)`` solving ``x + fn(x) = y`` for ``y: (B, ...)``.
+
+    Runs without an autograd graph. If some sample has not converged after ``max_iter``
+    iterations it raises :class:`InverseConvergenceError` (``on_failure="raise"``) or warns
+    with :class:`InverseConvergenceWarning` and returns the last iterates (``"warn"``).
+    ``last_stats`` holds the stats of the latest call (also when it raised).
+    """
+
+    def __init__(self, atol: float, rtol: float, max_iter: int, on_failure: str) -> None:
+        require(
+            atol >= 0 and rtol >= 0 and atol + rtol > 0,
+            f"atol and rtol must be >= 0 and not both 0, got atol={atol!r}, rtol={rtol!r}; "
+            "pass e.g. atol=1e-6, rtol=1e-6.",
+        )
+        require(
+            is_int_at_least(max_iter, 1),
+            f"max_iter must be an integer >= 1, got {max_iter!r}; pass e.g. max_iter=200.",
+        )
+        require(
+            on_failure in ON_FAILURE,
+            f"unknown on_failure {on_failure!r}; use one of {ON_FAILURE}.",
+        )
+        self.atol, self.rtol, self.max_iter, self.on_failure = atol, rtol, max_iter, on_failure
+        self.last_stats: InverseStats | None = None
+
+    def _start(self, x: Tensor) -> SolverState | None:
+        """Fresh solver memory for the iterates ``x: (B, D)``."""
+        return None
+
+    @abstractmethod
+    def _step(self, state: SolverState | None, x: Tensor, mapped: Tensor) -> Tensor:
+        """The next iterates of the running samples from ``x`` and ``mapped = G(x)``, both ``(b, D)``."""
+
+    def __call__(self, fn: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor, InverseStats]:
+        with torch.no_grad():
+            x, stats, n_running = self._solve(fn, y)
+        self.last_stats = stats
+        if not stats.converged:
+            self._fail(stats, n_running, y.shape[0])
+        return x, stats
+
+    def _solve(self, fn: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor, InverseStats, int]:
+        """The iterates, their stats, and how many samples had not converged."""
+        sample_shape, y_flat = y.shape[1:], y.flatten(1)
+        out, residual = y_flat.clone(), torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        running = torch.arange(y.shape[0], device=y.device)
+        x, state = y_flat.clone(), self._start(y_flat)
+        for iteration in range(self.max_iter + 1):
+            mapped = y_flat[running] - fn(x.view(-1, *sample_shape)).flatten(1)
+            res = (mapped - x).abs().amax(1)
+            out[running], residual[running] = x, res
+            keep = res > self.atol + self.rtol * x.abs().amax(1)
+            if not keep.any() or iteration == self.max_iter:
+                break
+            running, x, mapped = running[keep], x[keep], mapped[keep]
+            state = state.select(keep) if state is not None else None
+            x = self._step(state, x, mapped)
+        n_running = int(keep.sum())
+        stats = InverseStats(
+            iterations=iteration,
+            net_evals=iteration + 1,
+            residual=float(residual.max()) if residual.numel() else 0.0,
+            converged=n_running == 0,
+        )
+        return out.view_as(y), stats, n_running
+
+    def _fail(self, stats: InverseStats, n_running: int, batch: int) -> None:
+        message = (
+            f"{type(self).__name__} did not converge: max residual |x + g(x) - y| = "
+            f"{stats.residual:.3g} after max_iter={self.max_iter} iterations "
+            f"({n_running}/{batch} samples above atol={self.atol:g} + rtol={self.rtol:g}*max|x|). "
+            "Increase max_iter, call iresnet.update_spectral_norms(model) so the Lipschitz bound "
+            "Lip(g) < 1 holds, or lower the Lipschitz coefficient (coeff)."
+        )
+        if self.on_failure == "raise":
+            raise InverseConvergenceError(message, stats)
+        warnings.warn(message, InverseConvergenceWarning, stacklevel=3)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(atol={self.atol!r}, rtol={self.rtol!r}, "
+            f"max_iter={self.max_iter!r}, on_failure={self.on_failure!r})"
+        )

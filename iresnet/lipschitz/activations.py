@@ -1,0 +1,177 @@
+r"""1-Lipschitz activations for residual branches, and a factory over them by name.
+
+LipSwish (Chen et al. 2019, Residual Flows): ``f(x) = x * sigmoid(beta x) / 1.1``. With
+``s(z) = d/dz [z sigmoid(z)] = sigmoid(z) + z sigmoid(z) (1 - sigmoid(z))``, ``f'(x) = s(beta x) / 1.1``
+and ``s`` ranges over ``[-0.0998, 1.0998]``, so ``|f'| <= 0.9999`` for every ``beta > 0``.
+
+CLipSwish (Perugachi-Diaz et al. 2021, i-DenseNets): ``x -> [f(x), f(-x)] / 1.004`` along dim 1.
+Elementwise, the Jacobian stacks ``diag(f'(x))`` on ``diag(-f'(-x))``, whose spectral norm is
+``max_i sqrt(f'(x_i)^2 + f'(-x_i)^2)``. Since ``z sigmoid(z) - (-z) sigmoid(-z) = z``,
+``s(z) + s(-z) = 1``, so the norm is ``sqrt(s^2 + (1 - s)^2) / 1.1`` with ``s`` in
+``[-0.0998, 1.0998]``: at most ``sqrt(1.0998^2 + 0.0998^2) / 1.1 = 1.00396 < 1.004``.
+This needs the same ``beta`` for ``x`` and ``-x``, so both halves share one LipSwish.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+LIPSWISH_SCALE = 1.1
+CLIPSWISH_SCALE = 1.004
+
+
+class _LipSwishFunction(torch.autograd.Function):
+    r"""``f(x) = x sigmoid(beta x) / 1.1`` with hand-written first and second derivatives.
+
+    Log-det estimators take many vector-Jacobian products through each branch per step; with
+    ``f'`` stored in the forward pass each product costs one multiply instead of autograd's
+    chain of sigmoid, multiply and divide nodes. With ``s = sigmoid(beta x)``:
+
+        f'(x)        = s (1 + beta x (1 - s)) / 1.1
+        df/dbeta     = x^2 s (1 - s) / 1.1
+        f''(x)       = beta s (1 - s) (2 + beta x (1 - 2s)) / 1.1
+        df'/dbeta    = x s (1 - s) (2 + beta x (1 - 2s)) / 1.1
+
+    ``beta`` is broadcastable to ``x`` (e.g. ``(1, C, 1, 1)``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
+        s = torch.sigmoid(beta * x)
+        dfdx = s * (1 + beta * x * (1 - s)) / LIPSWISH_SCALE
+        ctx.save_for_backward(x, beta, s, dfdx)
+        ctx.beta_node = beta.grad_fn
+        return x * s / LIPSWISH_SCALE
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, beta, s, dfdx = ctx.saved_tensors
+        want_beta = ctx.needs_input_grad[1] and _engine_will_reach(ctx.beta_node)
+        grad_x, grad_beta = _LipSwishBackward.apply(grad, x, beta, s, dfdx, want_beta)
+        return grad_x, (grad_beta if want_beta else None)
+
+
+def _engine_will_reach(node) -> bool:
+    """Whether the running backward pass needs gradients at ``node``.
+
+    The series estimators differentiate w.r.t. ``x`` only, many times per step; skipping the
+    unused ``beta`` gradient there saves a multiply and a reduction per product. Falls back to
+    ``True`` where the engine cannot tell.
+    """
+    if node is None:
+        return True
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):
+        return True
+
+
+class _LipSwishBackward(torch.autograd.Function):
+    """``(grad, x, beta) -> (grad f'(x), sum grad df/dbeta)``, differentiable once more."""
+
+    @staticmethod
+    def forward(ctx, grad, x, beta, s, dfdx, want_beta: bool):
+        ctx.save_for_backward(grad, x, beta, s, dfdx)
+        ctx.want_beta = want_beta
+        grad_x = grad * dfdx
+        if not want_beta:
+            return grad_x, beta.new_zeros(beta.shape)
+        return grad_x, (grad * x * x * s * (1 - s)).sum_to_size(beta.shape) / LIPSWISH_SCALE
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gg_x: Tensor, gg_beta: Tensor | None):
+        grad, x, beta, s, dfdx = ctx.saved_tensors
+        p = s * (1 - s)
+        pq = p * (2 + beta * x * (1 - 2 * s)) / LIPSWISH_SCALE  # f'' = beta pq, df'/dbeta = x pq
+        r = gg_x * grad
+        d_grad = gg_x * dfdx
+        d_x = r * beta * pq
+        d_beta = (r * x * pq).sum_to_size(beta.shape)
+        if ctx.want_beta and gg_beta is not None:
+            # Terms through grad_beta = sum grad x^2 p / 1.1, whose x-derivative is x pq.
+            d_grad = d_grad + gg_beta * x * x * p / LIPSWISH_SCALE
+            d_x = d_x + gg_beta * grad * x * pq
+            d_beta = d_beta + (gg_beta * grad * x.pow(3) * p * (1 - 2 * s)).sum_to_size(beta.shape) / LIPSWISH_SCALE
+        return d_grad, d_x, d_beta, None, None, None
+
+
+class LipSwish(nn.Module):
+    r"""``f(x) = x * sigmoid(beta x) / 1.1`` with learnable ``beta = softplus(raw_beta) > 0``, init 1.
+
+    ``x: (B, C, *) -> (B, C, *)``. ``beta`` is one scalar, or one per channel (dim 1) when
+    ``num_channels`` is given. ``|f'(x)| <= 1`` everywhere for every ``beta``.
+    """
+
+    def __init__(self, num_channels: int | None = None) -> None:
+        super().__init__()
+        # softplus(log(e - 1)) = 1
+        self.raw_beta = nn.Parameter(torch.full((num_channels or 1,), math.log(math.e - 1.0)))
+
+    @property
+    def beta(self) -> Tensor:
+        """``(C,)`` or ``(1,)`` positive slopes."""
+        return F.softplus(self.raw_beta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (C,) -> (C, 1, ..., 1) so it broadcasts along dim 1 of x.
+        beta = self.beta.view(-1, *([1] * (x.ndim - 2)))
+        if not torch.is_grad_enabled():
+            # Inference (e.g. fixed-point inversion) needs no stored derivative.
+            return x * torch.sigmoid(beta * x) / LIPSWISH_SCALE
+        return _LipSwishFunction.apply(x, beta)
+
+
+class CLipSwish(nn.Module):
+    r"""Concatenated LipSwish ``x -> cat([f(x), f(-x)], dim=1) / 1.004``, 1-Lipschitz.
+
+    ``x: (B, C, *) -> (B, 2C, *)``; ``f`` is a :class:`LipSwish` shared by both halves.
+    """
+
+    channel_multiplier = 2
+
+    def __init__(self, num_channels: int | None = None) -> None:
+        super().__init__()
+        self.lipswish = LipSwish(num_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.lipswish(x), self.lipswish(-x)], dim=1) / CLIPSWISH_SCALE
+
+
+# name -> (constructor taking num_channels, output channels per input channel)
+_ACTIVATIONS: dict[str, tuple[Callable[[int | None], nn.Module], int]] = {
+    "elu": (lambda _: nn.ELU(), 1),
+    "relu": (lambda _: nn.ReLU(), 1),
+    "softplus": (lambda _: nn.Softplus(), 1),
+    "lipswish": (LipSwish, 1),
+    "clipswish": (CLipSwish, CLipSwish.channel_multiplier),
+}
+
+
+def _lookup(name: str) -> tuple[Callable[[int | None], nn.Module], int]:
+    try:
+        return _ACTIVATIONS[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; the 1-Lipschitz activations are: {', '.join(_ACTIVATIONS)}."
+        ) from None
+
+
+def get_activation(name: str, num_channels: int | None = None) -> nn.Module:
+    """A new 1-Lipschitz activation by name (case-insensitive): elu, relu, softplus, lipswish, clipswish.
+
+    ``num_channels`` gives LipSwish/CLipSwish one ``beta`` per channel; others ignore it.
+    """
+    constructor, _ = _lookup(name)
+    return constructor(num_channels)
+
+
+def activation_channel_multiplier(name: str) -> int:
+    """Output channels per input channel of the named activation (2 for clipswish, else 1)."""
+    return _lookup(name)[1]

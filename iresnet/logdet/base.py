@@ -1,0 +1,81 @@
+"""Shared machinery of the power-series estimators: probes, gradient mode, graph handling.
+
+Subclasses only choose the term weights ``c_1..c_n`` (see :mod:`iresnet.logdet.series`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import partial
+
+from torch import Tensor, nn
+
+from iresnet.logdet._autograd import graph_scope, requires_graph, tracked_input
+from iresnet.logdet._validate import check_choice, check_int_at_least
+from iresnet.logdet.memory_efficient import memory_efficient_logdet
+from iresnet.logdet.probes import PROBE_KINDS, sample_probe
+from iresnet.logdet.series import GRAD_MODES, series_logdet, with_gradient_of
+
+
+class SeriesLogDet(ABC):
+    """Estimator ``est(net, x, training) -> (g(x), logdet)`` of ``log det(I + dg/dx)``.
+
+    ``x: (B, ...)``; ``logdet: (B,)``. The results are differentiable (w.r.t. ``x`` and the
+    parameters of ``net``) when grad mode is on and something requires grad, with the
+    gradient given by ``grad`` (``"backprop"`` or ``"neumann"``) and, if
+    ``memory_efficient``, taken inside the forward pass. Otherwise (e.g. under
+    ``torch.no_grad()``) the graph is built internally for the VJPs, freed, and the results
+    are detached. ``net`` must treat samples independently. One call evaluates ``net`` once.
+
+    After each call, ``last_n_terms`` (int) and ``last_logdet`` (detached ``(B,)``) hold the
+    draw's statistics, e.g. to log the estimator's moments.
+    """
+
+    def __init__(self, n_probes: int, probe: str, grad: str, memory_efficient: bool) -> None:
+        check_int_at_least("n_probes", n_probes, 1)
+        check_choice("probe", probe, PROBE_KINDS)
+        check_choice("grad mode", grad, GRAD_MODES)
+        self.n_probes = n_probes
+        self.probe = probe
+        self.grad = grad
+        self.memory_efficient = memory_efficient
+        self.last_n_terms: int | None = None
+        self.last_logdet: Tensor | None = None
+
+    @abstractmethod
+    def coefficients(self, training: bool) -> list[float]:
+        """Draw the term weights ``[c_1, ..., c_n]`` for one call."""
+
+    def __call__(self, net: nn.Module, x: Tensor, training: bool) -> tuple[Tensor, Tensor]:
+        coeffs = self.coefficients(training)
+        probes = sample_probe(x, self.probe, self.n_probes)
+        differentiable = requires_graph(net, x)
+        series = partial(
+            series_logdet, probes=probes, coeffs=coeffs, grad=self.grad, differentiable=differentiable
+        )
+        if differentiable and self.memory_efficient:
+            g_x, logdet = memory_efficient_logdet(series, net, x)
+        else:
+            with graph_scope():
+                x_in = tracked_input(x, differentiable)
+                g_x = net(x_in)
+                value, objective = series(g_x, x_in)
+            if differentiable:
+                logdet = with_gradient_of(value, objective)
+            else:
+                g_x, logdet = g_x.detach(), value.detach()
+        self.last_n_terms = len(coeffs)
+        self.last_logdet = logdet.detach()
+        return g_x, logdet
+
+    def _settings(self) -> dict[str, object]:
+        return {
+            "n_probes": self.n_probes,
+            "probe": self.probe,
+            "grad": self.grad,
+            "memory_efficient": self.memory_efficient,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,73 @@
+"""The weighted power series of ``log det(I + J)`` with Hutchinson traces, and its gradient.
+
+For per-sample Jacobians ``J = dg/dx`` with spectral radius below one,
+
+    log det(I + J) = sum_{k>=1} (-1)^(k+1) tr(J^k) / k.
+
+With probes ``v`` (``E[v v^T] = I``) and term weights ``c_k`` (all 1 for truncation,
+inverse tail probabilities for Russian roulette) the estimate is
+
+    value = mean_v sum_{k=1}^{n} (-1)^(k+1) c_k / k * v^T J^k v,
+
+where ``v^T J^k`` is one VJP applied to ``v^T J^(k-1)``, so ``n`` terms cost ``n`` VJPs.
+
+Its gradient (``d tr(J^k)/k = tr(J^(k-1) dJ)``) is estimated in one of two ways:
+
+* ``backprop``: differentiate through all ``n`` VJPs (graph memory grows with ``n``);
+* ``neumann``: ``d value ~ mean_v w^T dJ v`` with
+  ``w = sum_{k=1}^{n} (-1)^(k-1) c_k v^T J^(k-1)`` accumulated from the same, graph-free
+  VJPs, so only the one VJP in the *surrogate* ``w^T J v`` is differentiated. The surrogate's
+  value is not the estimate; :func:`with_gradient_of` pairs the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from iresnet.logdet._autograd import batch_dot, vjp
+
+GRAD_MODES = ("backprop", "neumann")
+
+
+def series_logdet(
+    g: Tensor,
+    x: Tensor,
+    probes: Tensor,
+    coeffs: Sequence[float],
+    grad: str,
+    differentiable: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Evaluate the series for ``g = net(x)`` (graph attached): returns ``(value, objective)``.
+
+    ``g, x: (B, ...)``; ``probes: (P, B, ...)``; ``coeffs[k-1] = c_k`` sets the number of terms
+    ``n = len(coeffs)``. ``value: (B,)`` is the estimate (probe average). ``objective: (B,)``
+    is what to differentiate for the requested ``grad`` mode (``value`` itself for
+    ``backprop``, the Neumann surrogate otherwise), or ``None`` if not ``differentiable``;
+    ``value`` carries a graph only in ``backprop`` mode.
+    """
+    backprop = differentiable and grad == "backprop"
+    neumann = differentiable and grad == "neumann"
+    row = probes  # v^T J^(k-1) at the start of iteration k
+    neumann_row = 0.0
+    value = 0.0
+    for k, c in enumerate(coeffs, start=1):
+        if neumann:
+            neumann_row = neumann_row + (-1) ** (k - 1) * c * row
+        row = vjp(g, x, row, create_graph=backprop)
+        value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
+    value = value.mean(0)
+    if backprop:
+        return value, value
+    if neumann:
+        surrogate = batch_dot(vjp(g, x, neumann_row, create_graph=True), probes).mean(0)
+        return value, surrogate
+    return value, None
+
+
+def with_gradient_of(value: Tensor, objective: Tensor) -> Tensor:
+    """A tensor equal to ``value`` whose gradient is the gradient of ``objective``."""
+    if objective is value:
+        return value
+    return value.detach() + (objective - objective.detach())

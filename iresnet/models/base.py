@@ -1,0 +1,40 @@
+"""A density model: a flow ``x -> z`` plus a prior on ``z``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from iresnet.flows import Flow, ResidualBlock
+
+
+class FlowModel(Flow):
+    """``log p(x) = log p_Z(f(x)) + log |det df/dx|``; sampling inverts prior draws.
+
+    Subclasses implement ``forward(x) -> (z: (B, D), logdet: (B,))`` and ``inverse(z) -> x``
+    and set ``self.prior``.
+    """
+
+    prior: nn.Module
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``x: (B, ...)`` -> ``log p(x): (B,)``."""
+        z, logdet = self(x)
+        return self.prior.log_prob(z) + logdet
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """Draws ``n`` samples; ``temperature`` scales the prior's standard deviation."""
+        return self.inverse(self.prior.sample(n, temperature, generator=generator))
+
+    def residual_blocks(self) -> list[ResidualBlock]:
+        return [m for m in self.modules() if isinstance(m, ResidualBlock)]
+
+    def set_logdet_estimator(self, estimator) -> None:
+        """Swaps every block's log-det estimator, e.g. an unbiased one for evaluation."""
+        for block in self.residual_blocks():
+            block.logdet = estimator
+
+    def set_inverse_solver(self, solver) -> None:
+        for block in self.residual_blocks():
+            block.solver = solver

@@ -1,0 +1,221 @@
+"""Spectral normalization: bounds against dense SVD, buffers, modes, and argument errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from iresnet.lipschitz import (
+    ConvSpectralNorm,
+    MatrixSpectralNorm,
+    exact_spectral_norm,
+    spectral_norm,
+    spectral_norm_modules,
+    update_spectral_norms,
+)
+
+COEFF = 0.9
+
+# (layer factory, input_shape for the exact norm)
+LAYERS = {
+    "linear": (lambda: nn.Linear(12, 7), (12,)),
+    "conv3x3": (lambda: nn.Conv2d(3, 4, 3, padding=1), (3, 6, 6)),
+    "conv3x3_stride2": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 8, 8)),
+    "conv3x3_stride2_odd": (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (2, 7, 7)),
+    "conv4x4_stride2_dilated": (lambda: nn.Conv2d(2, 3, 4, stride=2, padding=2, dilation=2), (2, 9, 8)),
+    "conv1x1": (lambda: nn.Conv2d(5, 3, 1), (5, 4, 4)),
+}
+
+
+def _normalized(kind: str, scale: float) -> tuple[nn.Module, tuple[int, ...]]:
+    make, shape = LAYERS[kind]
+    layer = make()
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    spectral_norm(layer, coeff=COEFF)
+    layer(torch.randn(2, *shape))  # a lazy conv learns its input size here
+    return layer, shape
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_large_weight_is_rescaled_to_coeff(kind):
+    torch.manual_seed(0)
+    layer, shape = _normalized(kind, scale=10.0)
+    result = update_spectral_norms(layer)[""]
+    assert result.converged
+    norm = exact_spectral_norm(layer, shape)
+    assert norm <= COEFF * (1 + 1e-3)
+    assert norm >= 0.99 * COEFF
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_small_weight_is_unchanged(kind):
+    torch.manual_seed(0)
+    make, shape = LAYERS[kind]
+    raw = make()
+    scale = 0.5 * COEFF / exact_spectral_norm(raw, shape)
+    layer, _ = _normalized(kind, scale=1.0)
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(raw.weight * scale)
+    update_spectral_norms(layer)
+    layer.eval()
+    torch.testing.assert_close(layer.weight, raw.weight * scale)
+
+
+def test_conv_uses_operator_norm_not_reshaped_kernel():
+    # A box filter: the reshaped (1, 9) kernel has norm 3, the convolution nearly 9.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    shape = (1, 8, 8)
+    exact = exact_spectral_norm(conv, shape)
+    reshaped = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2).item()
+    assert reshaped == pytest.approx(3.0)
+    assert exact > 2.5 * reshaped  # the reshaped norm is no bound
+
+    spectral_norm(conv, coeff=COEFF, input_shape=shape)
+    result = update_spectral_norms(conv)[""]
+    assert result.sigma == pytest.approx(exact, rel=1e-3)
+    assert exact_spectral_norm(conv, shape) <= COEFF * (1 + 1e-3)
+
+
+def test_conv_adjoint_matches_operator():
+    torch.manual_seed(0)
+    conv = spectral_norm(nn.Conv2d(3, 5, 3, stride=2, padding=1, dilation=2), input_shape=(3, 9, 10))
+    sn = conv.parametrizations.weight[0]
+    weight = conv.parametrizations.weight.original.detach()
+    v, u = torch.randn_like(sn._v), torch.randn_like(sn._u)
+    lhs = (sn.operator(weight, v) * u).sum()
+    rhs = (v * sn.adjoint(weight, u)).sum()
+    torch.testing.assert_close(lhs, rhs)
+
+
+def test_parametrization_kinds():
+    assert isinstance(spectral_norm(nn.Linear(3, 2)).parametrizations.weight[0], MatrixSpectralNorm)
+    assert isinstance(spectral_norm(nn.Conv2d(3, 2, 1)).parametrizations.weight[0], MatrixSpectralNorm)
+    assert isinstance(spectral_norm(nn.Conv2d(3, 2, 3)).parametrizations.weight[0], ConvSpectralNorm)
+
+
+def _buffers(module):
+    names = ("_u", "_v", "_sigma")
+    return {k: v.clone() for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in names}
+
+
+def test_state_dict_round_trip_into_lazy_conv():
+    torch.manual_seed(0)
+    source = nn.Sequential(spectral_norm(nn.Conv2d(3, 4, 3, padding=1)), spectral_norm(nn.Linear(4, 2)))
+    source[0](torch.randn(1, 3, 5, 6))
+    saved = source.state_dict()
+    assert {f"0.parametrizations.weight.0.{name}" for name in ("_u", "_v", "_sigma")} <= set(saved)
+    assert saved["0.parametrizations.weight.0._v"].shape == (1, 3, 5, 6)
+
+    fresh = nn.Sequential(spectral_norm(nn.Conv2d(3, 4, 3, padding=1)), spectral_norm(nn.Linear(4, 2)))
+    assert not fresh[0].parametrizations.weight[0].initialized
+    fresh.load_state_dict(saved)
+    for key, value in _buffers(source).items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+    source.eval()
+    fresh.eval()
+    x = torch.randn(2, 3, 5, 6)
+    torch.testing.assert_close(fresh[0](x), source[0](x))
+
+
+def test_uninitialized_conv_explains_how_to_fix():
+    conv = spectral_norm(nn.Conv2d(3, 4, 3))
+    with pytest.raises(RuntimeError, match="input_shape"):
+        conv.weight
+    with pytest.raises(RuntimeError, match="input_shape"):
+        update_spectral_norms(conv)
+
+
+def test_larger_input_than_estimated_is_rejected():
+    conv = spectral_norm(nn.Conv2d(3, 4, 3, padding=1), input_shape=(6, 6))
+    conv(torch.randn(1, 3, 4, 6))  # smaller inputs are covered by the bound
+    with pytest.raises(ValueError, match="up to"):
+        conv(torch.randn(1, 3, 8, 6))
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv3x3"])
+def test_training_updates_vectors_and_eval_does_not(kind):
+    torch.manual_seed(0)
+    layer, shape = _normalized(kind, scale=1.0)
+    x = torch.randn(2, *shape)
+    before = _buffers(layer)
+    layer.eval()
+    layer(x)
+    for key, value in _buffers(layer).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    layer.train()
+    layer(x)
+    after = _buffers(layer)
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.endswith("_u"))
+
+
+def test_gradient_flows_through_weight_only():
+    # d sigma / d W = u v^T (Miyato et al.): sigma = u^T W v with u, v held fixed.
+    torch.manual_seed(0)
+    linear = spectral_norm(nn.Linear(6, 4))
+    sn = linear.parametrizations.weight[0]
+    weight = linear.parametrizations.weight.original
+    sn.eval()
+    sigma = sn.estimate(weight)
+    (grad,) = torch.autograd.grad(sigma, weight)
+    torch.testing.assert_close(grad, torch.outer(sn._u, sn._v))
+    assert not sn._u.requires_grad and not sn._v.requires_grad
+
+
+def test_two_forwards_then_backward():
+    torch.manual_seed(0)
+    conv = spectral_norm(nn.Conv2d(2, 2, 3, padding=1))
+    x = torch.randn(1, 2, 4, 4)
+    loss = conv(x).sum() - conv(2 * x).sum()
+    loss.backward()
+    assert torch.isfinite(conv.parametrizations.weight.original.grad).all()
+
+
+def test_spectral_norm_modules_lists_every_layer():
+    model = nn.Sequential(
+        spectral_norm(nn.Linear(3, 3)), nn.ReLU(), nn.Linear(3, 3), spectral_norm(nn.Conv2d(3, 3, 1))
+    )
+    assert [name for name, _, _ in spectral_norm_modules(model)] == ["0", "3"]
+
+
+@pytest.mark.parametrize("coeff", [1.0, 1.5, 0.0, -0.5, float("nan")])
+def test_bad_coeff(coeff):
+    with pytest.raises(ValueError, match="coeff"):
+        spectral_norm(nn.Linear(3, 3), coeff=coeff)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5])
+def test_bad_n_power_iterations(n):
+    with pytest.raises(ValueError, match="n_power_iterations"):
+        spectral_norm(nn.Linear(3, 3), n_power_iterations=n)
+
+
+@pytest.mark.parametrize(
+    "module, error",
+    [
+        (nn.Conv1d(3, 3, 3), TypeError),
+        (nn.ConvTranspose2d(3, 3, 3), TypeError),
+        (nn.Conv2d(4, 4, 3, groups=2), ValueError),
+        (nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular"), ValueError),
+    ],
+)
+def test_unsupported_layers(module, error):
+    with pytest.raises(error, match="spectral_norm"):
+        spectral_norm(module)
+
+
+def test_registering_twice_is_rejected():
+    layer = spectral_norm(nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="already"):
+        spectral_norm(layer)
+
+
+def test_eval_mode_is_pure_for_torch_func():
+    # Brute-force log-determinants take torch.func Jacobians of a branch; eval mode must not write buffers.
+    torch.manual_seed(0)
+    conv = spectral_norm(nn.Conv2d(2, 2, 3, padding=1), input_shape=(2, 4, 4)).eval()
+    x = torch.randn(2, 4, 4)
+    jacobian = torch.func.jacrev(lambda z: conv(z.unsqueeze(0)).squeeze(0))(x)
+    assert jacobian.shape == (2, 4, 4, 2, 4, 4)

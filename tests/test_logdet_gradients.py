@@ -1,0 +1,151 @@
+"""Gradients of the series estimators: backprop, Neumann, memory-efficient, and the value/gradient split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_logdet_nets import (
+    dense_jacobians,
+    exact_logdet_reference,
+    series_from_jacobians,
+    tied_mlp,
+    use_exact_traces,
+)
+
+from iresnet.logdet import PowerSeriesLogDet, RouletteLogDet, sample_probe
+from iresnet.logdet.series import series_logdet
+
+MODES = [(grad, mem) for grad in ("backprop", "neumann") for mem in (False, True)]
+
+
+def _grads(estimator, net, x, weights=None):
+    """Gradients of ``sum_b w_b logdet_b`` (mean by default) w.r.t. the parameters and ``x``."""
+    x = x.clone().requires_grad_(True)
+    _, logdet = estimator(net, x, training=True)
+    weights = torch.full_like(logdet, 1 / len(logdet)) if weights is None else weights
+    return torch.autograd.grad((weights * logdet).sum(), [*net.parameters(), x])
+
+
+def _reference_grads(net, x, logdet_fn):
+    x = x.clone().requires_grad_(True)
+    return torch.autograd.grad(logdet_fn(net, x).mean(), [*net.parameters(), x])
+
+
+def _assert_all_close(got, want, **tol):
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("grad, memory_efficient", MODES)
+def test_gradient_equals_gradient_of_truncated_trace_series(grad, memory_efficient, monkeypatch):
+    """With exact traces every mode gives the exact gradient of the truncated series
+    (Neumann: ``d tr(J^k)/k = tr(J^(k-1) dJ)``)."""
+    use_exact_traces(monkeypatch)
+    net, x = tied_mlp(3, 0.8), 0.5 * torch.randn(5, 3)
+    estimator = PowerSeriesLogDet(n_terms=6, grad=grad, memory_efficient=memory_efficient)
+
+    def truncated(net, x):
+        return series_from_jacobians(dense_jacobians(net, x, create_graph=True), [1.0] * 6)
+
+    _assert_all_close(_grads(estimator, net, x), _reference_grads(net, x, truncated), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("grad, memory_efficient", MODES)
+def test_gradient_with_many_terms_equals_exact_logdet_gradient(grad, memory_efficient, monkeypatch):
+    use_exact_traces(monkeypatch)
+    net, x = tied_mlp(3, 0.7), 0.5 * torch.randn(5, 3)
+    estimator = PowerSeriesLogDet(n_terms=60, grad=grad, memory_efficient=memory_efficient)
+    _assert_all_close(
+        _grads(estimator, net, x), _reference_grads(net, x, exact_logdet_reference), atol=1e-5, rtol=1e-4
+    )
+
+
+def _gradient_z_scores(estimator, draws: int = 400):
+    """``(mean - exact) / SE`` per gradient component (parameters and ``x``) over ``draws`` calls."""
+    torch.manual_seed(0)
+    net, x = tied_mlp(3, 0.6), 0.5 * torch.randn(8, 3)
+    exact = torch.cat([g.flatten() for g in _reference_grads(net, x, exact_logdet_reference)])
+    samples = torch.stack([torch.cat([g.flatten() for g in _grads(estimator, net, x)]) for _ in range(draws)])
+    return (samples.mean(0) - exact) / (samples.std(0) / draws**0.5)
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        RouletteLogDet(),
+        RouletteLogDet(dist="geometric", grad="backprop", memory_efficient=False),
+        PowerSeriesLogDet(n_terms=25, grad="neumann", memory_efficient=True),
+    ],
+    ids=repr,
+)
+def test_stochastic_gradients_are_unbiased(estimator):
+    """Averaged over draws (probes and roulette), the gradient matches the exact one within 4 SE."""
+    z = _gradient_z_scores(estimator)
+    assert z.abs().max() < 4, z
+
+
+def test_gradient_check_detects_truncation_bias():
+    """The check above has power: the 2-term series' gradient is many SE off."""
+    assert _gradient_z_scores(PowerSeriesLogDet(n_terms=2, grad="neumann")).abs().max() > 8
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_neumann_reports_the_estimate_and_differentiates_the_surrogate(memory_efficient):
+    net, x = tied_mlp(3, 0.8), torch.randn(6, 3)
+    neumann = PowerSeriesLogDet(n_terms=5, grad="neumann", memory_efficient=memory_efficient)
+    torch.manual_seed(3)
+    _, reported = neumann(net, x, training=True)
+    torch.manual_seed(3)
+    _, backprop = PowerSeriesLogDet(n_terms=5, grad="backprop")(net, x, training=True)
+    torch.testing.assert_close(reported.detach(), backprop.detach())
+
+    torch.manual_seed(3)
+    probes = sample_probe(x, "gaussian", 1)
+    x_in = x.clone().requires_grad_(True)
+    value, surrogate = series_logdet(net(x_in), x_in, probes, [1.0] * 5, "neumann", differentiable=True)
+    torch.testing.assert_close(reported.detach(), value)
+    assert (reported.detach() - surrogate.detach()).abs().min() > 1e-3
+    params = list(net.parameters())
+    got = torch.autograd.grad(reported.sum(), params)
+    want = torch.autograd.grad(surrogate.sum(), params)
+    _assert_all_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("grad", ["backprop", "neumann"])
+def test_memory_efficient_matches_plain_autograd(grad):
+    """Same draw, same gradients: for logdet (mean and sum) and for a loss through g(x) too."""
+    net, x = tied_mlp(3, 0.9), torch.randn(6, 3)
+    for weights in (None, torch.ones(6)):
+        grads = []
+        for memory_efficient in (False, True):
+            torch.manual_seed(5)
+            estimator = PowerSeriesLogDet(n_terms=4, n_probes=2, grad=grad, memory_efficient=memory_efficient)
+            grads.append(_grads(estimator, net, x, weights))
+        _assert_all_close(*grads, atol=1e-6, rtol=1e-5)
+
+    x_in = x.clone().requires_grad_(True)
+    g_x, logdet = PowerSeriesLogDet(grad=grad, memory_efficient=True)(net, x_in, training=True)
+    got = torch.autograd.grad((x_in + g_x).pow(2).sum() + 0 * logdet.sum(), [*net.parameters(), x_in])
+    want = torch.autograd.grad((x_in + net(x_in)).pow(2).sum(), [*net.parameters(), x_in])
+    _assert_all_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_memory_efficient_rejects_per_sample_weights_on_parameters():
+    net, x = tied_mlp(3, 0.9), torch.randn(4, 3)
+    _, logdet = RouletteLogDet()(net, x, training=True)
+    with pytest.raises(RuntimeError, match="differs across the batch.*mean or sum"):
+        (torch.arange(4.0) * logdet).sum().backward()
+
+
+def test_memory_efficient_allows_per_sample_weights_on_inputs_only():
+    net, x = tied_mlp(3, 0.9), torch.randn(4, 3)
+    net.requires_grad_(False)
+    weights = torch.arange(1.0, 5.0)
+    grads = []
+    for memory_efficient in (False, True):
+        torch.manual_seed(7)
+        estimator = PowerSeriesLogDet(grad="neumann", memory_efficient=memory_efficient)
+        x_in = x.clone().requires_grad_(True)
+        _, logdet = estimator(net, x_in, training=True)
+        grads.append(torch.autograd.grad((weights * logdet).sum(), x_in)[0])
+    torch.testing.assert_close(*grads, atol=1e-6, rtol=1e-5)
