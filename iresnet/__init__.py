@@ -1,3 +1,47 @@
-"""iresnet: invertible residual networks as normalizing flows."""
+"""iresnet: invertible residual networks (i-ResNets, Residual Flows) as normalizing flows.
+
+The public API in one place; each name lives in the room that owns its concept.
+"""
+
+from iresnet.flows import ActNorm, Flow, FlowSequential, LogitTransform, ResidualBlock, Squeeze
+from iresnet.inverse import AndersonInverse, FixedPointInverse, InverseConvergenceError, InverseStats
+from iresnet.lipschitz import (
+    CLipSwish,
+    LipSwish,
+    conv_singular_values_fft,
+    exact_spectral_norm,
+    get_activation,
+    lipschitz_report,
+    spectral_norm,
+    update_spectral_norms,
+)
+from iresnet.logdet import ExactLogDet, PowerSeriesLogDet, RouletteLogDet, exact_logdet
+from iresnet.metrics import bits_per_dim
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ActNorm",
+    "AndersonInverse",
+    "CLipSwish",
+    "ExactLogDet",
+    "FixedPointInverse",
+    "Flow",
+    "FlowSequential",
+    "InverseConvergenceError",
+    "InverseStats",
+    "LipSwish",
+    "LogitTransform",
+    "PowerSeriesLogDet",
+    "ResidualBlock",
+    "RouletteLogDet",
+    "Squeeze",
+    "bits_per_dim",
+    "conv_singular_values_fft",
+    "exact_logdet",
+    "exact_spectral_norm",
+    "get_activation",
+    "lipschitz_report",
+    "spectral_norm",
+    "update_spectral_norms",
+]

@@ -1,31 +1,16 @@
 """CIFAR-10 from a small archive written here in CIFAR-10's own python format."""
 
-import pickle
 import tarfile
 
 import numpy as np
 import pytest
 import torch
 
+from fakedata import write_cifar10_batches
+
 from iresnet.data import CIFAR10DataModule, DatasetNotFoundError
 
-BATCH_SIZES = {"data_batch_1": 4, "data_batch_2": 4, "data_batch_3": 2, "data_batch_4": 2,
-               "data_batch_5": 2, "test_batch": 3}  # fmt: skip
 NUM_TRAIN = 14
-
-
-def _write_batches(folder, seed=0):
-    """Random uint8 images in the real layout; returns {file name: (images, labels)}."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    written = {}
-    for name, n in BATCH_SIZES.items():
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels}, f)
-        written[name] = (torch.from_numpy(data).reshape(n, 3, 32, 32), torch.tensor(labels))
-    return written
 
 
 def _train_images(written):
@@ -34,7 +19,7 @@ def _train_images(written):
 
 @pytest.fixture
 def extracted(tmp_path):
-    return tmp_path, _write_batches(tmp_path / "cifar-10-batches-py")
+    return tmp_path, write_cifar10_batches(tmp_path / "cifar-10-batches-py")
 
 
 def _bins(x):
@@ -59,7 +44,7 @@ def test_root_may_be_the_batch_folder_itself(extracted):
 
 
 def test_extracts_the_archive_once(tmp_path):
-    written = _write_batches(tmp_path / "src" / "cifar-10-batches-py")
+    written = write_cifar10_batches(tmp_path / "src" / "cifar-10-batches-py")
     root = tmp_path / "root"
     root.mkdir()
     with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as archive:

@@ -1,42 +1,17 @@
 """MNIST / Fashion-MNIST from tiny IDX files in torchvision's, a plain and Debian's layout."""
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from fakedata import MNIST_SIZES, write_idx, write_mnist_idx
+
 import iresnet.data.mnist as mnist_module
 from iresnet.data import DatasetNotFoundError, FashionMNISTDataModule, MNISTDataModule, read_idx
 
-SIZES = {"train": 12, "t10k": 5}
-
-
-def _write_idx(path, array, gz):
-    """IDX: two zero bytes, type 0x08 (uint8), ndim, big-endian int32 sizes, then the bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        payload = gzip.compress(payload)
-    path.write_bytes(payload)
-
-
-def _write_dataset(folder, gz, seed=0):
-    """The four IDX files; returns {"train"/"t10k": (images (N, 1, 28, 28), labels (N,))}."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    written = {}
-    for split, n in SIZES.items():
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        _write_idx(folder / f"{split}-images-idx3-ubyte", images, gz)
-        _write_idx(folder / f"{split}-labels-idx1-ubyte", labels, gz)
-        written[split] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
-    return written
+SIZES = MNIST_SIZES
 
 
 @pytest.fixture
@@ -49,7 +24,7 @@ def no_debian_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_roundtrip(tmp_path, gz):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    _write_idx(tmp_path / "a-idx3-ubyte", array, gz)
+    write_idx(tmp_path / "a-idx3-ubyte", array, gz)
     values = read_idx(tmp_path / ("a-idx3-ubyte.gz" if gz else "a-idx3-ubyte"))
     assert values.dtype == torch.uint8 and torch.equal(values, torch.from_numpy(array))
 
@@ -58,7 +33,7 @@ def test_read_idx_rejects_bad_files(tmp_path):
     (tmp_path / "bad").write_bytes(b"PK\x03\x04 not idx")
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(tmp_path / "bad")
-    _write_idx(tmp_path / "short", np.zeros((2, 2), np.uint8), gz=False)
+    write_idx(tmp_path / "short", np.zeros((2, 2), np.uint8), gz=False)
     (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
     with pytest.raises(ValueError, match="truncated"):
         read_idx(tmp_path / "short")
@@ -74,24 +49,24 @@ def _check_loaded(dm, written, val_size):
 
 
 def test_mnist_torchvision_raw_layout(tmp_path):
-    written = _write_dataset(tmp_path / "MNIST" / "raw", gz=False)
+    written = write_mnist_idx(tmp_path / "MNIST" / "raw", gz=False)
     _check_loaded(MNISTDataModule(root=str(tmp_path), batch_size=4, val_size=2), written, 2)
 
 
 def test_fashion_torchvision_raw_layout_gz(tmp_path, no_debian_dir):
-    written = _write_dataset(tmp_path / "FashionMNIST" / "raw", gz=True)
+    written = write_mnist_idx(tmp_path / "FashionMNIST" / "raw", gz=True)
     _check_loaded(FashionMNISTDataModule(root=str(tmp_path), batch_size=4, val_size=0), written, 0)
 
 
 def test_fashion_debian_folder_as_root(tmp_path, no_debian_dir):
-    written = _write_dataset(tmp_path / "fashion-mnist", gz=True)
+    written = write_mnist_idx(tmp_path / "fashion-mnist", gz=True)
     dm = FashionMNISTDataModule(root=str(tmp_path / "fashion-mnist"), batch_size=4, val_size=3)
     _check_loaded(dm, written, 3)
 
 
 def test_fashion_found_in_debian_default_dir(tmp_path, monkeypatch):
     debian_dir = tmp_path / "usr-share-datasets-fashion-mnist"
-    written = _write_dataset(debian_dir, gz=True)
+    written = write_mnist_idx(debian_dir, gz=True)
     monkeypatch.setattr(mnist_module, "DEBIAN_FASHION_MNIST_DIR", debian_dir)
     dm = FashionMNISTDataModule(root=str(tmp_path / "empty"), batch_size=4, val_size=2)
     _check_loaded(dm, written, 2)
@@ -116,7 +91,7 @@ def test_missing_mnist_has_no_debian_hint(tmp_path):
 
 
 def test_incomplete_folder_is_not_accepted(tmp_path):
-    _write_dataset(tmp_path / "MNIST" / "raw", gz=False)
+    write_mnist_idx(tmp_path / "MNIST" / "raw", gz=False)
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetNotFoundError):
         MNISTDataModule(root=str(tmp_path))

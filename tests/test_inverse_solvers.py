@@ -61,6 +61,17 @@ def test_default_tolerances_in_float32(solver_cls):
     assert (x_rec - x).abs().max() <= stats.residual / (1 - 0.9) + 1e-6
 
 
+@pytest.mark.parametrize("solver_cls", [FixedPointInverse, AndersonInverse])
+def test_tolerance_below_float32_rounding_stops_at_the_rounding_floor(solver_cls):
+    """atol=1e-12 cannot be met in float32; the solver stops at ~eps * scale instead of failing."""
+    net, x, y = _problem("mlp", 0.9, dtype=torch.float32)
+    x_rec, stats = solver_cls(atol=1e-12, rtol=0.0, max_iter=500)(net, y)
+    assert stats.converged and stats.iterations < 500
+    eps = torch.finfo(torch.float32).eps
+    assert stats.residual <= 4 * eps * (y.abs().max() + x_rec.abs().max())
+    assert (x_rec - x).abs().max() <= stats.residual / (1 - 0.9) + 1e-6
+
+
 @pytest.mark.parametrize("net_name", ["mlp", "conv"])
 def test_anderson_needs_fewer_evaluations_at_coeff_098(net_name):
     net, _, y = _problem(net_name, 0.98)

@@ -82,3 +82,30 @@ def test_unknown_activation_lists_valid_names():
         get_activation("tanh")
     with pytest.raises(ValueError, match="unknown activation"):
         activation_channel_multiplier("swish")
+
+
+def test_lipswish_hand_written_derivatives_match_autograd_to_second_order():
+    """The fused LipSwish agrees with autograd of x*sigmoid(beta x)/1.1 in value, first and second derivatives."""
+    from iresnet.lipschitz.activations import _LipSwishFunction
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    for beta in (torch.rand(1, 4, 1, 1, dtype=torch.float64) + 0.3, torch.rand(1, dtype=torch.float64) + 0.3):
+        beta.requires_grad_()
+        assert torch.autograd.gradcheck(_LipSwishFunction.apply, (x, beta))
+        assert torch.autograd.gradgradcheck(_LipSwishFunction.apply, (x, beta))
+        reference = x * torch.sigmoid(beta * x) / 1.1
+        torch.testing.assert_close(_LipSwishFunction.apply(x, beta), reference)
+
+
+def test_lipswish_skips_unrequested_beta_gradient_but_keeps_requested_one():
+    torch.manual_seed(0)
+    act = LipSwish(3).double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = act(x)
+    v = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, v, retain_graph=True)
+    gx_ref, gb_ref = torch.autograd.grad(x * torch.sigmoid(act.beta.view(1, -1, 1, 1) * x) / 1.1, (x, act.raw_beta), v)
+    torch.testing.assert_close(gx, gx_ref)
+    (gb,) = torch.autograd.grad(y, act.raw_beta, v)
+    torch.testing.assert_close(gb, gb_ref)

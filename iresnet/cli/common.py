@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
+
+# Lightning's notes that do not apply here: the EMA copy is in eval mode on purpose, and its own
+# deprecation notice about torch's pytree API.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
 USER_ERRORS = (ValueError, DatasetNotFoundError, FileNotFoundError, FileExistsError, InverseConvergenceError)
@@ -30,11 +36,23 @@ def exit_on_user_error(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as err:
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as err:
+            cause = user_error_in(err)
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def user_error_in(err: BaseException | None) -> BaseException | None:
+    """The user error in ``err`` or its causes (Hydra wraps errors raised while instantiating)."""
+    while err is not None:
+        if isinstance(err, USER_ERRORS):
+            return err
+        err = err.__cause__
+    return None
 
 
 def writable_output(path: str | Path, overwrite: bool) -> Path:

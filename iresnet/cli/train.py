@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from iresnet.cli.common import config_dir, exit_on_user_error
 from iresnet.training import FlowLightningModule
@@ -33,9 +34,12 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> FlowLig
 
 
 def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()] or False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **overrides)
+    if not loggers:
+        # Without a logger there is nowhere to record the learning rate (~logger).
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
 def train(cfg: DictConfig) -> dict:

@@ -3,9 +3,13 @@
 Solving means finding the fixed point of ``G(x) = y - fn(x)``, a contraction when
 ``Lip(fn) < 1``. Every iteration evaluates ``G`` at the current iterate of the samples
 still running, which gives their true residual ``r = G(x) - x = y - x - fn(x)``; samples
-with ``max|r_b| <= atol + rtol max|x_b|`` are frozen (their ``fn`` is no longer evaluated),
+with ``max|r_b| <= max(atol + rtol max|x_b|, floor_b)`` are frozen (their ``fn`` is no longer evaluated),
 the others move to the point proposed by the subclass. ``fn`` must therefore treat samples
 independently (any sub-batch is a valid input).
+
+``floor_b = 4 eps (max|y_b| + max|x_b|)`` is the rounding error of computing ``r`` in the
+dtype's precision (``eps`` = 1.2e-7 in float32): a tolerance below it could never be met, so the
+solver stops there instead of iterating to ``max_iter``.
 """
 
 from __future__ import annotations
@@ -87,11 +91,15 @@ class InverseSolver(ABC):
         out, residual = y_flat.clone(), torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         running = torch.arange(y.shape[0], device=y.device)
         x, state = y_flat.clone(), self._start(y_flat)
+        y_scale = y_flat.abs().amax(1)
+        eps = torch.finfo(y.dtype).eps
         for iteration in range(self.max_iter + 1):
             mapped = y_flat[running] - fn(x.view(-1, *sample_shape)).flatten(1)
             res = (mapped - x).abs().amax(1)
             out[running], residual[running] = x, res
-            keep = res > self.atol + self.rtol * x.abs().amax(1)
+            x_scale = x.abs().amax(1)
+            tol = torch.maximum(self.atol + self.rtol * x_scale, 4 * eps * (y_scale[running] + x_scale))
+            keep = res > tol
             if not keep.any() or iteration == self.max_iter:
                 break
             running, x, mapped = running[keep], x[keep], mapped[keep]

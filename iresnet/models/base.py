@@ -19,8 +19,12 @@ class FlowModel(Flow):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """``x: (B, ...)`` -> ``log p(x): (B,)``."""
+        return self.log_prob_and_logdet(x)[0]
+
+    def log_prob_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p(x)`` and the flow's ``log |det df/dx|`` that it includes, both ``(B,)``."""
         z, logdet = self(x)
-        return self.prior.log_prob(z) + logdet
+        return self.prior.log_prob(z) + logdet, logdet
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:

@@ -72,21 +72,26 @@ class FlowLightningModule(pl.LightningModule):
         self.last_eval: dict[str, float] = {}
 
     # ----------------------------------------------------------------- loss
-    def per_sample_loss(self, model: FlowModel, x: Tensor) -> Tensor:
-        """Bits/dim (or nats/dim) per sample, shape (B,)."""
-        log_p = model.log_prob(x)
+    def per_sample_loss(self, model: FlowModel, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Bits/dim (or nats/dim) per sample and the flow's log-determinant, both (B,)."""
+        log_p, logdet = model.log_prob_and_logdet(x)
         dims = x[0].numel()
         if self.hparams.n_bits is None:
-            return -log_p / dims
-        return bits_per_dim(log_p, dims, n_bins=2 ** self.hparams.n_bits)
+            return -log_p / dims, logdet
+        return bits_per_dim(log_p, dims, n_bins=2 ** self.hparams.n_bits), logdet
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
-        loss = self.per_sample_loss(self.model, x).mean()
-        self.log(f"train/{self.metric}", loss, prog_bar=True, batch_size=x.shape[0])
+        losses, logdet = self.per_sample_loss(self.model, x)
+        loss = losses.mean()
+        b = x.shape[0]
+        self.log(f"train/{self.metric}", loss, prog_bar=True, batch_size=b)
+        # Moments of the log-det estimate over the batch, and the roulette's number of terms.
+        self.log("train/logdet_mean", logdet.detach().mean(), batch_size=b)
+        self.log("train/logdet_std", logdet.detach().std(), batch_size=b)
         n_terms = getattr(self.model.residual_blocks()[0].logdet, "last_n_terms", None)
         if n_terms is not None:
-            self.log("train/logdet_terms", float(n_terms), batch_size=x.shape[0])
+            self.log("train/logdet_terms", float(n_terms), batch_size=b)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -112,7 +117,7 @@ class FlowLightningModule(pl.LightningModule):
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> None:
         x = batch[0]
-        self._val_scores.append(self.per_sample_loss(self.eval_model, x).detach())
+        self._val_scores.append(self.per_sample_loss(self.eval_model, x)[0].detach())
         if batch_idx == 0 and self.hparams.recon_batch > 0:
             originals = x[: self.hparams.recon_batch]
             reconstructions = self.reconstruct(originals)

@@ -1,0 +1,38 @@
+"""Shared fixtures: composing the Hydra configs exactly as the console scripts do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from iresnet.cli.common import config_dir
+
+# Two cores shared by torch's intra-op pool and the test process: one thread is faster for the
+# small tensors of the test suite and keeps timings stable.
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``compose_config(name, overrides)`` -> the config a console script would get, run dir in tmp."""
+
+    def _compose(name: str, overrides: list[str] = ()) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(name, overrides=[*overrides], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,104 @@
+"""The command-line tools end to end: train, eval, sample, invert; user errors; installed scripts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iresnet.cli.eval import evaluate
+from iresnet.cli.invert import invert
+from iresnet.cli.sample import sample
+from iresnet.cli.train import train
+
+TINY_TRAIN = [
+    "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "+trainer.limit_train_batches=4", "trainer.max_epochs=1",
+    "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "data.eval_batch_size=32",
+]  # fmt: skip
+
+
+@pytest.fixture
+def checkpoint(compose_config, tmp_path) -> Path:
+    metrics = train(compose_config("train", TINY_TRAIN))
+    assert metrics["test/bpd"] < 20
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+def test_train_writes_run_directory(checkpoint, tmp_path):
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert sorted(p.name for p in (run / "reconstructions").glob("*.png"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/bpd_se"] > 0
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path):
+    out = tmp_path / "eval.json"
+    result = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={out}", "+trainer.limit_test_batches=1"]))
+    assert json.loads(out.read_text())["mean"] == pytest.approx(result["mean"])
+    assert result["n"] == 32 and 0 < result["mean"] < 20 and result["se"] > 0
+    assert "RouletteLogDet" in result["estimator"]
+
+    png = tmp_path / "samples.png"
+    samples = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=9", "temperature=0.8", f"out={png}"]))
+    assert png.stat().st_size > 0 and samples.shape == (9, 1, 28, 28)
+
+    png = tmp_path / "recon.png"
+    error = invert(compose_config("invert", [f"ckpt_path={checkpoint}", "n=8", f"out={png}"]))
+    assert png.stat().st_size > 0 and error <= 1e-3
+
+
+def test_outputs_are_never_overwritten_silently(checkpoint, compose_config, tmp_path):
+    png = tmp_path / "samples.png"
+    png.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        sample(compose_config("sample", [f"ckpt_path={checkpoint}", f"out={png}"]))
+    assert png.read_bytes() == b"keep me"
+
+
+def run_script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name(name)
+    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path):
+    missing = run_script("iresnet-sample", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith("error: Checkpoint") and "Traceback" not in missing.stderr
+    bad = run_script("iresnet-train", "model.coeff=1.2", "trainer.max_epochs=1", cwd=tmp_path)
+    assert bad.returncode == 2 and "coeff" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_plain_install_finds_its_configs_from_any_directory(tmp_path):
+    """A non-editable install ships configs/ inside the package; the scripts work from elsewhere."""
+    repo = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(repo)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    assert (target / "iresnet" / "configs" / "train.yaml").is_file()
+    assert (target / "iresnet" / "configs" / "model" / "logdet" / "roulette.yaml").is_file()
+    rooms = {p.parent.relative_to(repo) for p in (repo / "iresnet").glob("*/__init__.py")}
+    assert all((target / room / "__init__.py").is_file() for room in rooms), "a room is missing from pyproject"
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shown = subprocess.run(
+        [str(target / "bin" / "iresnet-train"), "--cfg", "job", "experiment=toy2d"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "iresnet.models.ToyFlow" in shown.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import iresnet.cli.common as c; print(c.config_dir())"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert probe.stdout.strip().startswith(str(target))

@@ -1,0 +1,16 @@
+"""The README's library example runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_library_section_runs(capsys):
+    section = README.read_text().split("## Library", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "round trip:" in out and "exact:" in out
+    error = float(re.search(r"round trip: ([0-9.e-]+)", out).group(1))
+    assert error < 1e-5
