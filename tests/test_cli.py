@@ -14,8 +14,8 @@ from iresnet.cli.sample import sample
 from iresnet.cli.train import train
 
 TINY_TRAIN = [
-    "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "+trainer.limit_train_batches=4", "trainer.max_epochs=1",
-    "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "data.eval_batch_size=32",
+    "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "trainer.limit_train_batches=4", "trainer.max_epochs=1",
+    "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=32",
 ]  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def test_train_writes_run_directory(checkpoint, tmp_path):
 
 def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path):
     out = tmp_path / "eval.json"
-    result = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={out}", "+trainer.limit_test_batches=1"]))
+    result = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={out}", "trainer.limit_test_batches=1"]))
     assert json.loads(out.read_text())["mean"] == pytest.approx(result["mean"])
     assert result["n"] == 32 and 0 < result["mean"] < 20 and result["se"] > 0
     assert "RouletteLogDet" in result["estimator"]
