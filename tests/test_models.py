@@ -98,3 +98,17 @@ def test_toy_flow_inverts_and_rejects_wrong_shape():
     assert (model.inverse(z) - x).abs().max() < 1e-4
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         model(torch.randn(8, 3))
+
+
+def test_reconstruct_keeps_float64_iterates_for_a_float32_model():
+    torch.manual_seed(0)
+    model = ResidualFlow(input_shape=(1, 8, 8), n_blocks=[1, 1], hidden_channels=8, fc_blocks=1, fc_hidden=8,
+                         inverse=FixedPointInverse(atol=1e-9, rtol=0, max_iter=500))
+    x = torch.rand(4, 1, 8, 8) * 0.9 + 0.05
+    model(x)  # initializes ActNorm
+    update_spectral_norms(model)
+    model.eval()
+    reconstruction = model.reconstruct(x)
+    assert reconstruction.dtype == torch.float32
+    assert (reconstruction - x).abs().max() < 1e-6
+    assert all(b.last_inverse_stats.converged for b in model.residual_blocks())

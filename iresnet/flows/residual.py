@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from iresnet.flows.base import Flow, check_finite
@@ -40,6 +41,17 @@ class ResidualBlock(Flow):
         return x + gx, logdet
 
     def inverse(self, y: Tensor) -> Tensor:
+        """Solves ``x + net(x) = y``.
+
+        ``y`` may have a wider dtype than the weights (float64 codes for a float32 model): the
+        iterates and residuals then stay in ``y``'s precision and only ``net`` runs in its own.
+        This removes the float32 rounding floor of ``y - net(x)`` at the cost of a cast.
+        """
         check_finite(y, "ResidualBlock.inverse")
-        x, self.last_inverse_stats = self.solver(self.net, y)
+        weight = next(self.net.parameters(), None)
+        if weight is None or weight.dtype == y.dtype:
+            x, self.last_inverse_stats = self.solver(self.net, y)
+        else:
+            net = lambda x: self.net(x.to(weight.dtype)).to(y.dtype)  # noqa: E731
+            x, self.last_inverse_stats = self.solver(net, y, eps=torch.finfo(weight.dtype).eps)
         return x

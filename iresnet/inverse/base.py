@@ -7,9 +7,12 @@ with ``max|r_b| <= max(atol + rtol max|x_b|, floor_b)`` are frozen (their ``fn``
 the others move to the point proposed by the subclass. ``fn`` must therefore treat samples
 independently (any sub-batch is a valid input).
 
-``floor_b = 4 eps (max|y_b| + max|x_b|)`` is the rounding error of computing ``r`` in the
-dtype's precision (``eps`` = 1.2e-7 in float32): a tolerance below it could never be met, so the
-solver stops there instead of iterating to ``max_iter``.
+A tolerance below the rounding error of computing ``r`` can never be met. So a sample also
+stops once its residual is within ``floor_b = 4 eps (max|y_b| + max|x_b|)`` (``eps`` the
+precision ``fn`` runs in: 1.2e-7 in float32) and has not improved for ``PATIENCE`` iterations:
+it has reached the best accuracy the arithmetic allows. Iterates may be kept in a wider dtype
+than ``fn`` computes in (float64 ``y`` for a float32 network); the floor then only bounds
+where stalling is accepted, and the iteration goes on as long as it still improves.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from torch import Tensor
 from iresnet.inverse.stats import InverseConvergenceError, InverseConvergenceWarning, InverseStats
 
 ON_FAILURE = ("raise", "warn")
+# Iterations without a new best residual after which a sample at the rounding floor stops.
+PATIENCE = 3
 
 
 class SolverState(Protocol):
@@ -77,32 +82,39 @@ class InverseSolver(ABC):
     def _step(self, state: SolverState | None, x: Tensor, mapped: Tensor) -> Tensor:
         """The next iterates of the running samples from ``x`` and ``mapped = G(x)``, both ``(b, D)``."""
 
-    def __call__(self, fn: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor, InverseStats]:
+    def __call__(
+        self, fn: Callable[[Tensor], Tensor], y: Tensor, eps: float | None = None
+    ) -> tuple[Tensor, InverseStats]:
+        """Solves ``x + fn(x) = y``; ``eps`` is the precision ``fn`` computes in (default: ``y``'s)."""
         with torch.no_grad():
-            x, stats, n_running = self._solve(fn, y)
+            x, stats, n_running = self._solve(fn, y, torch.finfo(y.dtype).eps if eps is None else eps)
         self.last_stats = stats
         if not stats.converged:
             self._fail(stats, n_running, y.shape[0])
         return x, stats
 
-    def _solve(self, fn: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor, InverseStats, int]:
+    def _solve(self, fn: Callable[[Tensor], Tensor], y: Tensor, eps: float) -> tuple[Tensor, InverseStats, int]:
         """The iterates, their stats, and how many samples had not converged."""
         sample_shape, y_flat = y.shape[1:], y.flatten(1)
         out, residual = y_flat.clone(), torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         running = torch.arange(y.shape[0], device=y.device)
         x, state = y_flat.clone(), self._start(y_flat)
         y_scale = y_flat.abs().amax(1)
-        eps = torch.finfo(y.dtype).eps
+        best = torch.full_like(y_scale, float("inf"))
+        stalled = torch.zeros_like(y_scale, dtype=torch.long)
         for iteration in range(self.max_iter + 1):
             mapped = y_flat[running] - fn(x.view(-1, *sample_shape)).flatten(1)
             res = (mapped - x).abs().amax(1)
             out[running], residual[running] = x, res
             x_scale = x.abs().amax(1)
-            tol = torch.maximum(self.atol + self.rtol * x_scale, 4 * eps * (y_scale[running] + x_scale))
-            keep = res > tol
+            stalled = torch.where(res < best, 0, stalled + 1)
+            best = torch.minimum(best, res)
+            at_floor = (res <= 4 * eps * (y_scale[running] + x_scale)) & (stalled >= PATIENCE)
+            keep = (res > self.atol + self.rtol * x_scale) & ~at_floor
             if not keep.any() or iteration == self.max_iter:
                 break
             running, x, mapped = running[keep], x[keep], mapped[keep]
+            best, stalled = best[keep], stalled[keep]
             state = state.select(keep) if state is not None else None
             x = self._step(state, x, mapped)
         n_running = int(keep.sum())
