@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
+from torch import nn
+
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
+from iresnet.training import TrainingDivergedError
 
 # Lightning's notes that do not apply here: the EMA copy is in eval mode on purpose, and its own
 # deprecation notice about torch's pytree API.
@@ -17,7 +23,11 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
-USER_ERRORS = (ValueError, DatasetNotFoundError, FileNotFoundError, FileExistsError, InverseConvergenceError)
+USER_ERRORS = (
+    ValueError, DatasetNotFoundError, FileNotFoundError, FileExistsError, InverseConvergenceError,
+    TrainingDivergedError,
+)  # fmt: skip
+_UNKNOWN_TARGET = re.compile(r"Error locating target '([^']+)'.*?(?:full_key: (\S+))?$", re.DOTALL)
 
 
 def config_dir() -> str:
@@ -47,10 +57,23 @@ def exit_on_user_error(fn: Callable) -> Callable:
 
 
 def user_error_in(err: BaseException | None) -> BaseException | None:
-    """The user error in ``err`` or its causes (Hydra wraps errors raised while instantiating)."""
+    """The user error in ``err`` or its causes (Hydra wraps errors raised while instantiating).
+
+    Two config mistakes that Hydra and OmegaConf report in their own words are reworded: a
+    ``_target_`` naming no class, and a required value (``???``) left unset.
+    """
     while err is not None:
         if isinstance(err, USER_ERRORS):
             return err
+        if isinstance(err, InstantiationException) and (match := _UNKNOWN_TARGET.match(str(err))):
+            target, key = match.groups()
+            return ValueError(
+                f"unknown _target_ {target!r}{f' (config key {key})' if key else ''}: no such class or "
+                "function. Check its spelling, or pick a config of its group, e.g. "
+                "model/logdet=roulette or model/inverse=anderson."
+            )
+        if isinstance(err, MissingMandatoryValue):
+            return ValueError(f"{err.full_key} is required: pass {err.full_key}=... on the command line.")
         err = err.__cause__
     return None
 
@@ -67,10 +90,40 @@ def writable_output(path: str | Path, overwrite: bool) -> Path:
 
 
 def checkpoint_datamodule(cfg, module):
-    """The data config given on the command line, else the one recorded in the checkpoint."""
+    """The data config given on the command line, else the one recorded in the checkpoint.
+
+    Raises ``ValueError`` if the data's images do not fit the checkpoint's model.
+    """
     from hydra.utils import instantiate
 
     data_cfg = cfg.get("data") or module.hparams.get("data")
     if not data_cfg:
         raise ValueError("The checkpoint records no data config; pass one, e.g. data=mnist5k.")
-    return instantiate(data_cfg)
+    datamodule = instantiate(data_cfg)
+    expected = getattr(module.eval_model, "input_shape", None)
+    dims = getattr(datamodule, "dims", None)
+    if expected is not None and dims is not None and tuple(dims) != tuple(expected):
+        raise ValueError(
+            f"The checkpoint's model takes images of shape {tuple(expected)}, but the data "
+            f"({data_cfg.get('_target_', 'data')}) have {tuple(dims)}; pick the data it was trained on "
+            "(leave data= out to use the one recorded in the checkpoint)."
+        )
+    return datamodule
+
+
+def require_converged(model: nn.Module) -> None:
+    """Raises :class:`InverseConvergenceError` if a block's latest inverse solve did not converge.
+
+    Solvers configured with ``on_failure="warn"`` return their last iterate; a command must not
+    write that as if it were the inverse.
+    """
+    for name, block in model.named_modules():
+        stats = getattr(block, "last_inverse_stats", None)
+        if stats is not None and not stats.converged:
+            raise InverseConvergenceError(
+                f"Inverting block {name!r} did not converge: max residual |x + g(x) - y| = "
+                f"{stats.residual:.3g} after {stats.iterations} iterations, so nothing was written. "
+                "Raise the solver's iterations (max_iter=...) or use a checkpoint whose "
+                "val/bounds_below_one is 1.",
+                stats,
+            )

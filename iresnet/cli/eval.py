@@ -1,4 +1,5 @@
-"""``iresnet-eval ckpt_path=...``: bits/dim ± standard error of a checkpoint on a data split."""
+"""``iresnet-eval ckpt_path=... [images=path]``: bits/dim ± standard error of a checkpoint on a data
+split or on the user's own images."""
 
 from __future__ import annotations
 
@@ -7,12 +8,25 @@ import time
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
+from torch.utils.data import DataLoader, TensorDataset
 
 from iresnet.cli.common import checkpoint_datamodule, config_dir, exit_on_user_error, writable_output
+from iresnet.cli.images import dequantize_for_eval, image_shape, read_images
+from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import load_module
+
+
+def images_loader(cfg: DictConfig, module: FlowLightningModule) -> DataLoader:
+    """Batches ``(x, 0)`` of the images at ``cfg.images``, checked and dequantized for evaluation."""
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
+    x = read_images(cfg.images, image_shape(module.eval_model))
+    x = dequantize_for_eval(x, module.hparams.n_bits, cfg.seed)
+    return DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=cfg.batch_size)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -22,19 +36,23 @@ def evaluate(cfg: DictConfig) -> dict:
     out = writable_output(cfg.out, cfg.overwrite)
     pl.seed_everything(cfg.seed, verbose=False)
     module = load_module(cfg.ckpt_path)
-    datamodule = checkpoint_datamodule(cfg, module)
+    if cfg.get("images"):
+        split, data = "images", {"dataloaders": images_loader(cfg, module)}
+    else:
+        split, data = cfg.split, {"datamodule": checkpoint_datamodule(cfg, module)}
     if cfg.get("logdet"):
         module.eval_model.set_logdet_estimator(instantiate(cfg.logdet))
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[RichProgressBar()], enable_checkpointing=False
     )
     start = time.perf_counter()
-    run = trainer.test if cfg.split == "test" else trainer.validate
-    run(module, datamodule=datamodule, verbose=False)
+    run = trainer.validate if split == "val" else trainer.test
+    run(module, verbose=False, **data)
     seconds = time.perf_counter() - start
     result = {
         "ckpt_path": str(cfg.ckpt_path),
-        "split": cfg.split,
+        "split": split,
+        "images": cfg.get("images"),
         "metric": module.metric,
         **module.last_eval,
         "seconds": seconds,
@@ -42,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "estimator_config": OmegaConf.to_container(cfg.logdet) if cfg.get("logdet") else module.hparams.get("eval_logdet")
         or module.hparams.model.get("logdet"),
     }
-    print(f"{cfg.split} {module.metric}: {result['mean']:.4f} ± {result['se']:.4f} "
+    print(f"{split} {module.metric}: {result['mean']:.4f} ± {result['se']:.4f} "
           f"({result['n']} images, {seconds:.1f} s)")
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

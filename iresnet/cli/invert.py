@@ -1,4 +1,4 @@
-"""``iresnet-invert ckpt_path=... n=16 out=reconstructions.png``: encode, invert, compare."""
+"""``iresnet-invert ckpt_path=... n=16 [images=path] out=reconstructions.png``: encode, invert, compare."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from iresnet.cli.common import checkpoint_datamodule, config_dir, exit_on_user_error, writable_output
+from iresnet.cli.common import (
+    checkpoint_datamodule, config_dir, exit_on_user_error, require_converged, writable_output,
+)  # fmt: skip
+from iresnet.cli.images import image_shape, read_images
+from iresnet.data import to_unit_interval
 from iresnet.training.checkpoint import load_module
 from iresnet.visualize import save_reconstruction_grid
 
@@ -26,17 +30,27 @@ def first_images(datamodule, split: str, n: int) -> torch.Tensor:
 
 
 def invert(cfg: DictConfig) -> float:
-    """Encodes ``n`` images of ``split``, inverts the codes, writes the pairs; returns the max-abs error."""
+    """Encodes ``n`` images (of ``split``, or of ``images``), inverts the codes, writes the pairs.
+
+    Returns the max-abs error. Nothing is written unless every block's inverse converged.
+    """
     if cfg.n < 1:
         raise ValueError(f"n must be a positive number of images, got {cfg.n}.")
     out = writable_output(cfg.out, cfg.overwrite)
     module = load_module(cfg.ckpt_path, cfg.device)
     model = module.prepare_eval_model()
-    datamodule = checkpoint_datamodule(cfg, module)
-    x = first_images(datamodule, cfg.split, cfg.n).to(cfg.device)
-    with torch.no_grad():
-        z, _ = model(x)
-        reconstruction = model.inverse(z)
+    if cfg.get("max_iter") is not None:
+        if not isinstance(cfg.max_iter, int) or cfg.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {cfg.max_iter!r}.")
+        for block in model.residual_blocks():
+            block.solver.max_iter = cfg.max_iter
+    if cfg.get("images"):
+        x = to_unit_interval(read_images(cfg.images, image_shape(model))[: cfg.n])
+    else:
+        x = first_images(checkpoint_datamodule(cfg, module), cfg.split, cfg.n)
+    x = x.to(cfg.device)
+    reconstruction = model.reconstruct(x)
+    require_converged(model)
     error = float((reconstruction - x).abs().max())
     stats = [b.last_inverse_stats for b in model.residual_blocks() if b.last_inverse_stats is not None]
     iters = max((s.iterations for s in stats), default=0)

@@ -6,7 +6,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from iresnet.cli.common import config_dir, exit_on_user_error, writable_output
+from iresnet.cli.common import config_dir, exit_on_user_error, require_converged, writable_output
 from iresnet.training.checkpoint import load_module
 from iresnet.visualize import save_image_grid, save_points_plot
 
@@ -22,6 +22,7 @@ def sample(cfg: DictConfig) -> torch.Tensor:
     model = module.prepare_eval_model()
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     samples = model.sample(cfg.n, cfg.temperature, generator=generator)
+    require_converged(model)
     if samples.dim() == 2:
         save_points_plot(samples, out, f"{cfg.n} samples, T={cfg.temperature}")
     else:

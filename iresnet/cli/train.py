@@ -8,13 +8,14 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.loggers import CSVLogger
 
 from iresnet.cli.common import config_dir, exit_on_user_error
 from iresnet.training import FlowLightningModule
+from iresnet.training.checkpoint import CheckpointError, resumable_checkpoint
 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> FlowLightningModule:
@@ -42,16 +43,48 @@ def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path=...``, or the run's ``last.ckpt`` with ``resume=true``."""
+    if not cfg.get("resume"):
+        return cfg.get("ckpt_path")
+    if cfg.get("ckpt_path"):
+        raise ValueError("Pass either resume=true (with run_dir=...) or ckpt_path=..., not both.")
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(
+            f"resume=true found no checkpoints/last.ckpt in the run directory {str(path.parents[1])!r}; "
+            "pass the run to continue, e.g. resume=true run_dir=runs/train/<date>, or ckpt_path=<file>."
+        )
+    return str(path)
+
+
+def keep_earlier_metrics(trainer: pl.Trainer, step: int) -> None:
+    """Renames a CSV logger's ``metrics.csv`` to ``metrics_until_step_<step>.csv``.
+
+    Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts, which would erase
+    the curve before the interruption when a run resumes in its own directory.
+    """
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and (old := Path(logger.log_dir) / "metrics.csv").is_file():
+            old.rename(old.with_name(f"metrics_until_step_{step}.csv"))
+
+
 def train(cfg: DictConfig) -> dict:
     """Fits, tests and returns the final metrics; writes ``metrics.json`` in the run directory."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(cfg)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
+    resumed_step = None if ckpt_path is None else resumable_checkpoint(ckpt_path, module)["global_step"]
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
-        print(f"run directory: {run_dir}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        print(f"run directory: {run_dir}" + (f" (resuming from step {resumed_step})" if ckpt_path else ""))
+    if ckpt_path is not None:
+        keep_earlier_metrics(trainer, resumed_step)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule, verbose=False)

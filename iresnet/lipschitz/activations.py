@@ -43,8 +43,10 @@ class _LipSwishFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
-        s = torch.sigmoid(beta * x)
-        dfdx = s * (1 + beta * x * (1 - s)) / LIPSWISH_SCALE
+        bx = beta * x
+        s = torch.sigmoid(bx)
+        # dfdx = s (1 + bx (1 - s)) / 1.1, in place: these tensors are the size of a hidden layer.
+        dfdx = torch.sub(1, s).mul_(bx).add_(1).mul_(s).div_(LIPSWISH_SCALE)
         ctx.save_for_backward(x, beta, s, dfdx)
         ctx.beta_node = beta.grad_fn
         return x * s / LIPSWISH_SCALE

@@ -13,7 +13,9 @@ from torch import Tensor
 from iresnet.lipschitz import lipschitz_report, update_spectral_norms
 from iresnet.metrics import bits_per_dim, mean_and_standard_error
 from iresnet.models import FlowModel
+from iresnet.training.distributed import broadcast_spectral_norms
 from iresnet.training.ema import EMA
+from iresnet.training.rng import rng_states, set_rng_states
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
@@ -94,8 +96,25 @@ class FlowLightningModule(pl.LightningModule):
             self.log("train/logdet_terms", float(n_terms), batch_size=b)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end, which runs after the callbacks': a checkpoint
+        # saved at the end of a batch must hold the average of the weights it holds.
         self.ema.update(self.model)
+
+    def on_train_end(self) -> None:
+        # The last step's power iteration ran on each rank separately.
+        broadcast_spectral_norms(self)
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Optimizer, EMA and spectral-norm vectors are saved by Lightning (state_dict); the
+        # random streams are not.
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     # ----------------------------------------------------------- evaluation
     @property
@@ -111,6 +130,8 @@ class FlowLightningModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.prepare_eval_model()
+        # Every rank evaluates its shard with rank 0's spectral norms.
+        broadcast_spectral_norms(self)
         self._val_scores = []
 
     on_test_epoch_start = on_validation_epoch_start
@@ -147,11 +168,9 @@ class FlowLightningModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """``inverse(forward(x))`` under the evaluation model: the invertibility check."""
-        z, _ = self.eval_model(x)
-        return self.eval_model.inverse(z)
+        return self.eval_model.reconstruct(x)
 
     # ------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict:

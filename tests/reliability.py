@@ -1,0 +1,147 @@
+"""Helpers of the reliability tests: a tiny trained checkpoint, the console scripts, probe callbacks.
+
+The callbacks are loaded by training subprocesses through ``+callbacks.<name>._target_=...``
+with this folder on ``PYTHONPATH`` (see :func:`script_env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from iresnet.cli.common import config_dir
+from iresnet.lipschitz import spectral_norm_modules
+
+TESTS = Path(__file__).resolve().parent
+# A two-scale Residual Flow small enough to train a few steps in about a second.
+TINY = ["model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "data.eval_batch_size=32"]  # fmt: skip
+
+
+def compose_in(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config a console script would get, writing its run to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        # Resolved now: ${hydra:...} would read whichever config was composed last.
+        cfg.paths.output_dir = str(output_dir)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def train_tiny(output_dir: Path) -> Path:
+    """Trains the tiny model for 4 steps; returns its ``last.ckpt``."""
+    from iresnet.cli.train import train
+
+    train(compose_in("train", [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=1", "~logger"], output_dir))
+    return output_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint of the tiny model after 4 steps on mnist5k (shared: read, never modify)."""
+    return train_tiny(tmp_path_factory.mktemp("tiny") / "run")
+
+
+@pytest.fixture(scope="session")
+def stiff_ckpt(tiny_ckpt) -> Path:
+    """The tiny checkpoint with raw weights x50, so every normalized layer sits at sigma = coeff and
+    inverting a block takes several fixed-point iterations (4 training steps leave g near 0)."""
+    data = torch.load(tiny_ckpt, weights_only=True)
+    for key, value in data["state_dict"].items():
+        if key.endswith("weight.original"):
+            value.mul_(50)
+    path = tiny_ckpt.with_name("stiff.ckpt")
+    torch.save(data, path)
+    return path
+
+
+def call_main(command: str, *args: str) -> tuple[int, str]:
+    """Runs ``iresnet-<command> args`` in this process (as its console script would, without the
+    start-up time of a new interpreter); returns the exit code and what it wrote to stderr."""
+    main = importlib.import_module(f"iresnet.cli.{command}").main
+    argv, sys.argv = sys.argv, [f"iresnet-{command}", *args]
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return code, stderr.getvalue()
+
+
+def assert_user_error(code: int, stderr: str, *words: str) -> None:
+    """Exit code 2 and one ``error: ...`` line naming ``words``, no traceback."""
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    line = next((line for line in stderr.splitlines() if line.startswith("error: ")), None)
+    assert line is not None, stderr[-3000:]
+    for word in words:
+        assert word in line, line
+
+
+def script_env() -> dict[str, str]:
+    """The environment of a console-script subprocess: one thread, and these helpers importable."""
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
+
+def script(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def run_script(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([script(name), *args], cwd=cwd, env=script_env(), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+class SlowSteps(pl.Callback):
+    """Sleeps after each training step, so a test can kill the run while it trains."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds)
+
+
+class SpectralNormProbe(pl.Callback):
+    """Makes the power-iteration buffers of ranks > 0 drift at the end of training (as separate
+    power iterations can), then saves every rank's full state (weights, EMA, ActNorm and
+    spectral-norm buffers) to ``<path>/rank<r>.pt``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank > 0:
+            for _, _, sn in spectral_norm_modules(pl_module):
+                for b in sn.buffers():
+                    b.add_(0.5)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        torch.save(pl_module.state_dict(), self.path / f"rank{trainer.global_rank}.pt")
