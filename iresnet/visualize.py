@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.utils import save_image
 
 
 def _prepare(path: str | Path) -> Path:
@@ -42,7 +39,10 @@ def save_reconstruction_grid(originals: Tensor, reconstructions: Tensor, path: s
 def save_points_plot(points: Tensor, path: str | Path, title: str = "", reference: Tensor | None = None) -> Path:
     """Scatter plot of 2-D ``points: (N, 2)``, optionally over ``reference`` data in grey."""
     path = _prepare(path)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    # A bare Figure renders to PNG without pyplot, so importing iresnet never switches the
+    # backend of a notebook or GUI session.
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     if reference is not None:
         ref = reference.detach().cpu()
         ax.scatter(ref[:, 0], ref[:, 1], s=2, c="lightgrey", label="data")
@@ -52,14 +52,14 @@ def save_points_plot(points: Tensor, path: str | Path, title: str = "", referenc
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def save_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | Path, xlabel: str, ylabel: str) -> Path:
     """Line plot of named ``(x, y)`` curves."""
     path = _prepare(path)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for name, (xs, ys) in curves.items():
         ax.plot(xs, ys, label=name)
     ax.set_xlabel(xlabel)
@@ -68,5 +68,4 @@ def save_curves(curves: dict[str, tuple[list[float], list[float]]], path: str | 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

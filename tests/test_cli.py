@@ -35,6 +35,7 @@ def test_train_writes_run_directory(checkpoint, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/bpd_se"] > 0
     assert (run / "csv" / "metrics.csv").is_file()
+    assert (run / "curves.png").stat().st_size > 0
 
 
 def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path):

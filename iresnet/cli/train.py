@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from pytorch_lightning.loggers import CSVLogger
 from iresnet.cli.common import config_dir, exit_on_user_error
 from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import CheckpointError, resumable_checkpoint
+from iresnet.visualize import save_curves
 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> FlowLightningModule:
@@ -95,7 +97,27 @@ def train(cfg: DictConfig) -> dict:
                   f"{metrics[f'test/{name}']:.4f} ± {metrics[f'test/{name}_se']:.4f}")
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_learning_curves(run_dir, module.metric)
     return metrics
+
+
+def write_learning_curves(run_dir: Path, metric: str) -> Path | None:
+    """``curves.png``: training and validation loss against the step, from the CSV log."""
+    log = run_dir / "csv" / "metrics.csv"
+    if not log.is_file():
+        return None
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    with log.open() as f:
+        for row in csv.DictReader(f):
+            for name in (f"train/{metric}", f"val/{metric}"):
+                if row.get(name):
+                    steps, values = curves.setdefault(name, ([], []))
+                    steps.append(float(row["step"]))
+                    values.append(float(row[name]))
+    if not curves:
+        return None
+    unit = "bits/dim" if metric == "bpd" else "nats/dim"
+    return save_curves(curves, run_dir / "curves.png", "step", unit)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

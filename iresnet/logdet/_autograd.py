@@ -52,16 +52,16 @@ def tracked_input(x: Tensor, keep_graph: bool) -> Tensor:
 def vjp(out: Tensor, x: Tensor, u: Tensor, create_graph: bool) -> Tensor:
     """Row vectors times the Jacobian: ``u[p] @ d out / d x`` for every leading index ``p``.
 
-    ``out, x: (B, ...)``; ``u: (P, *out.shape)``; returns ``(P, *x.shape)``. With several
-    rows the backward pass is vectorised (``is_grads_batched``) instead of looped. The graph
-    of ``out`` is retained so the caller can take further products.
+    ``out, x: (B, ...)``; ``u: (P, *out.shape)``; returns ``(P, *x.shape)``. Without a graph
+    the rows share one vectorised backward pass (``is_grads_batched``); with ``create_graph``
+    they are looped, because a vmapped backward drops the second derivatives of custom
+    autograd Functions (such as LipSwish's) without an error. The graph of ``out`` is retained
+    so the caller can take further products.
     """
-    if u.shape[0] == 1:
-        (row,) = torch.autograd.grad(out, x, u[0], retain_graph=True, create_graph=create_graph)
-        return row.unsqueeze(0)
-    (rows,) = torch.autograd.grad(
-        out, x, u, retain_graph=True, create_graph=create_graph, is_grads_batched=True
-    )
+    if u.shape[0] == 1 or create_graph:
+        rows = [torch.autograd.grad(out, x, row, retain_graph=True, create_graph=create_graph)[0] for row in u]
+        return torch.stack(rows)
+    (rows,) = torch.autograd.grad(out, x, u, retain_graph=True, is_grads_batched=True)
     return rows
 
 
