@@ -102,7 +102,7 @@ def _logged(path, key):
 def test_training_killed_mid_epoch_resumes_from_the_last_saved_step(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=30", "trainer.log_every_n_steps=1",
-            "callbacks.step_checkpoint.every_n_train_steps=5", "+logger.csv.flush_logs_every_n_steps=1",
+            "callbacks.step_checkpoint.every_n_train_steps=5", "logger.csv.flush_logs_every_n_steps=1",
             f"run_dir={run}"]  # fmt: skip
     proc = subprocess.Popen(
         [script("iresnet-train"), *args, "+callbacks.slow._target_=reliability.SlowSteps"],
