@@ -1,0 +1,114 @@
+"""The benchmark: the mnist5k_bench protocol config, and the suite's smoke run end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import instantiate
+
+from iresnet.bench.settings import DEFAULT_SECTIONS
+from iresnet.cli.bench import main
+from iresnet.cli.train import build_module
+from iresnet.flows import ActNorm
+
+SMOKE = ["--quick", "--smoke", "--overwrite"]
+
+
+def test_protocol_config_is_the_protocol(compose_config):
+    cfg = compose_config("train", ["experiment=mnist5k_bench"])
+    assert cfg.data._target_ == "iresnet.data.Mnist5kDataModule"
+    assert (cfg.data.batch_size, cfg.data.n_bits, cfg.data.val_size) == (64, 8, 0)
+    model = cfg.model
+    assert model._target_ == "iresnet.models.ResidualFlow"
+    assert (list(model.n_blocks), model.hidden_channels, model.kernels, model.activation, model.coeff) == (
+        [4, 4, 4], 64, "3-1-3", "lipswish", 0.98)  # fmt: skip
+    assert (model.init_squeeze, model.factor_out, model.fc_blocks, model.fc_hidden, model.fc_hidden_layers) == (
+        False, False, 4, 64, 2)  # fmt: skip
+    assert (model.actnorm, model.prior, model.alpha) == (True, "normal", 1e-6)
+    logdet = model.logdet
+    assert logdet._target_ == "iresnet.logdet.RouletteLogDet"
+    assert (logdet.dist, logdet.lam, logdet.n_exact_terms, logdet.eval_exact_terms) == ("poisson", 2.0, 2, 20)
+    assert (logdet.n_probes, logdet.probe, logdet.grad, logdet.memory_efficient) == (1, "gaussian", "neumann", True)
+    optim = cfg.optim
+    assert (optim.optimizer, optim.lr, list(optim.betas), optim.warmup_iters) == ("adam", 1e-3, [0.9, 0.99], 200)
+    assert (optim.ema_decay, optim.ema_warmup) == (0.999, False)
+    assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm, cfg.trainer.max_epochs) == (
+        1.0, "norm", 5)  # fmt: skip
+
+    datamodule = instantiate(cfg.data)
+    assert (len(datamodule.split("train").labels), len(datamodule.split("test").labels)) == (4000, 1000)
+    flow = build_module(cfg, datamodule).model
+    assert len(flow.residual_blocks()) == 3 * 4 + 4
+    assert sum(isinstance(m, ActNorm) for m in flow.modules()) == 3 * 4 + 4
+    assert flow.final_shape == (16, 7, 7) and flow.factored_dims == []
+
+
+def test_smoke_run_reports_every_section(tmp_path, capsys):
+    out, md = tmp_path / "results.json", tmp_path / "table.md"
+    sections = [s for s in DEFAULT_SECTIONS if s != "ddp"]  # ddp: test_smoke_ddp
+    runs = tmp_path / "runs"
+    main([*SMOKE, "--only", ",".join(sections), "--out", str(out), "--md", str(md), "--workdir", str(runs)])
+    report = json.loads(out.read_text())
+    assert md.read_text() in capsys.readouterr().out
+    assert report["protocol"] == "mnist5k-bench" and set(report["sections"]) == set(sections)
+    env = report["environment"]
+    assert env["cpu_count"] >= 1 and env["threads"] >= 1 and env["torch"] and env["device"] == "cpu"
+    assert report["reference"]["train_images_per_s"] == 34.0
+    s = report["sections"]
+
+    (train,) = s["train"]
+    assert train["variant"] == "roulette" and train["images_per_s"] > 0 and train["peak_rss_mib"] > 0
+
+    growth = {(r["mode"], r["n_terms"]): r["peak_growth_mib"] for r in s["memory"]}
+    backprop = growth[("backprop", 20)] - growth[("backprop", 2)]
+    efficient = growth[("neumann_memory_efficient", 20)] - growth[("neumann_memory_efficient", 2)]
+    assert backprop > 30  # the graph of every term is kept
+    assert efficient < 0.25 * backprop  # flat, up to allocator noise
+
+    for estimate in (s["eval"]["standard"], s["eval"]["high_accuracy"]):
+        assert 0 < estimate["bpd"] < 20 and estimate["bpd_se"] > 0 and estimate["seconds"] > 0
+    assert abs(s["eval"]["high_accuracy"]["difference"]) < 1
+
+    assert {(r["coeff"], r["solver"]) for r in s["inversion"]} == {
+        (c, solver) for c in (0.9, 0.98) for solver in ("fixed_point", "anderson")}  # fmt: skip
+    for row in s["inversion"]:
+        assert row["max_abs_error"] <= 1e-5 and row["net_evals"] > 0 and row["converged"]
+
+    for row in s["logdet"]:
+        assert row["std"] >= 0 and abs(row["bias"]) < 100 and row["mean_terms"] >= 1
+    for row in s["spectral"]:
+        assert row["max_update_rel_error"] < 0.1 and row["max_normalized_norm"] < 1
+
+
+@pytest.mark.slow
+def test_smoke_ddp(tmp_path):
+    report = main([*SMOKE, "--only", "ddp", "--workdir", str(tmp_path)])
+    rows = report["sections"]["ddp"]["rows"]
+    assert [r["processes"] for r in rows] == [1, 2] and [r["world_size"] for r in rows] == [1, 2]
+    assert all(r["images_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_smoke_full_protocol(tmp_path):
+    report = main([*SMOKE, "--only", "full", "--workdir", str(tmp_path)])
+    full = report["sections"]["full"]
+    assert full["steps"] == 4 and full["images_per_s"] > 0
+    assert 0 < full["test_bpd_ema"] < 20 and 0 < full["test_bpd_raw"] < 20
+    assert all(r["max_abs_error"] < 1e-3 for r in full["inversion_raw"])
+
+
+def test_peak_memory_is_the_child_process_own():
+    """ru_maxrss of a child started by a large process reports the parent's peak; ours does not."""
+    ballast = bytearray(512 * 2**20)
+    ballast[:: 4096] = b"\1" * len(ballast[:: 4096])
+    code = "from iresnet.bench.memory import peak_rss_mib; print(peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < 512
+    del ballast
+
+
+def test_unknown_section_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only", "train,nope"])
+    assert exit_info.value.code == 2 and "unknown section" in capsys.readouterr().err
