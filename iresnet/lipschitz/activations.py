@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from iresnet.lipschitz._engine import engine_will_reach, gradient_node
+
 LIPSWISH_SCALE = 1.1
 CLIPSWISH_SCALE = 1.004
 
@@ -31,76 +33,74 @@ class _LipSwishFunction(torch.autograd.Function):
 
     Log-det estimators take many vector-Jacobian products through each branch per step; with
     ``f'`` stored in the forward pass each product costs one multiply instead of autograd's
-    chain of sigmoid, multiply and divide nodes. With ``s = sigmoid(beta x)``:
+    chain of sigmoid, multiply and divide nodes. The hidden tensors are large and every
+    elementwise pass over them costs memory bandwidth, so the formulas are arranged around
+    torch's fused SiLU kernels (``silu(z) = z sigmoid(z)``). With ``z = beta x``,
+    ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))`` and
+    ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
 
-        f'(x)        = s (1 + beta x (1 - s)) / 1.1
+        f(x)         = silu(z) / (1.1 beta)
+        f'(x)        = silu'(z) / 1.1
         df/dbeta     = x^2 s (1 - s) / 1.1
-        f''(x)       = beta s (1 - s) (2 + beta x (1 - 2s)) / 1.1
-        df'/dbeta    = x s (1 - s) (2 + beta x (1 - 2s)) / 1.1
+        f''(x)       = beta silu''(z) / 1.1
+        df'/dbeta    = x silu''(z) / 1.1
 
     ``beta`` is broadcastable to ``x`` (e.g. ``(1, C, 1, 1)``).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
-        bx = beta * x
-        s = torch.sigmoid(bx)
-        # dfdx = s (1 + bx (1 - s)) / 1.1, in place: these tensors are the size of a hidden layer.
-        dfdx = torch.sub(1, s).mul_(bx).add_(1).mul_(s).div_(LIPSWISH_SCALE)
-        ctx.save_for_backward(x, beta, s, dfdx)
-        ctx.beta_node = beta.grad_fn
-        return x * s / LIPSWISH_SCALE
+        z = x * beta
+        dfdx = torch.ops.aten.silu_backward(z.new_full((), 1 / LIPSWISH_SCALE).expand_as(z), z)
+        ctx.save_for_backward(x, beta, z, dfdx)
+        ctx.beta_node = gradient_node(beta)
+        return F.silu(z).mul_(1 / (LIPSWISH_SCALE * beta))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, beta, s, dfdx = ctx.saved_tensors
-        want_beta = ctx.needs_input_grad[1] and _engine_will_reach(ctx.beta_node)
-        grad_x, grad_beta = _LipSwishBackward.apply(grad, x, beta, s, dfdx, want_beta)
+        x, beta, z, dfdx = ctx.saved_tensors
+        # The series estimators differentiate w.r.t. x only, many times per step.
+        want_beta = ctx.needs_input_grad[1] and engine_will_reach(ctx.beta_node)
+        grad_x, grad_beta = _LipSwishBackward.apply(grad, x, beta, z, dfdx, want_beta)
         return grad_x, (grad_beta if want_beta else None)
 
 
-def _engine_will_reach(node) -> bool:
-    """Whether the running backward pass needs gradients at ``node``.
-
-    The series estimators differentiate w.r.t. ``x`` only, many times per step; skipping the
-    unused ``beta`` gradient there saves a multiply and a reduction per product. Falls back to
-    ``True`` where the engine cannot tell.
-    """
-    if node is None:
-        return True
-    try:
-        return bool(torch._C._will_engine_execute_node(node))
-    except (AttributeError, RuntimeError):
-        return True
+def _sigmoid_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``s = sigmoid(z)`` and ``s (1 - s)``."""
+    s = torch.sigmoid(z)
+    return s, torch.addcmul(s, s, s, value=-1)
 
 
 class _LipSwishBackward(torch.autograd.Function):
     """``(grad, x, beta) -> (grad f'(x), sum grad df/dbeta)``, differentiable once more."""
 
     @staticmethod
-    def forward(ctx, grad, x, beta, s, dfdx, want_beta: bool):
-        ctx.save_for_backward(grad, x, beta, s, dfdx)
+    def forward(ctx, grad, x, beta, z, dfdx, want_beta: bool):
+        ctx.save_for_backward(grad, x, beta, z, dfdx)
         ctx.want_beta = want_beta
         grad_x = grad * dfdx
         if not want_beta:
             return grad_x, beta.new_zeros(beta.shape)
-        return grad_x, (grad * x * x * s * (1 - s)).sum_to_size(beta.shape) / LIPSWISH_SCALE
+        _, slope = _sigmoid_slope(z)
+        return grad_x, (grad * slope).mul_(x).mul_(x).sum_to_size(beta.shape) / LIPSWISH_SCALE
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gg_x: Tensor, gg_beta: Tensor | None):
-        grad, x, beta, s, dfdx = ctx.saved_tensors
-        p = s * (1 - s)
-        pq = p * (2 + beta * x * (1 - 2 * s)) / LIPSWISH_SCALE  # f'' = beta pq, df'/dbeta = x pq
-        r = gg_x * grad
+        grad, x, beta, z, dfdx = ctx.saved_tensors
+        s, slope = _sigmoid_slope(z)
+        # silu''(z) = s (1 - s) (2 + z (1 - 2s))
+        curvature = torch.addcmul(z.new_tensor(2.0), z, torch.sub(1, s, alpha=2)).mul_(slope)
         d_grad = gg_x * dfdx
-        d_x = r * beta * pq
-        d_beta = (r * x * pq).sum_to_size(beta.shape)
+        t = (gg_x * grad).mul_(curvature)
+        d_x = t * (beta / LIPSWISH_SCALE)
+        d_beta = (t * x).sum_to_size(beta.shape) / LIPSWISH_SCALE
         if ctx.want_beta and gg_beta is not None:
-            # Terms through grad_beta = sum grad x^2 p / 1.1, whose x-derivative is x pq.
-            d_grad = d_grad + gg_beta * x * x * p / LIPSWISH_SCALE
-            d_x = d_x + gg_beta * grad * x * pq
-            d_beta = d_beta + (gg_beta * grad * x.pow(3) * p * (1 - 2 * s)).sum_to_size(beta.shape) / LIPSWISH_SCALE
+            # Terms through grad_beta = sum grad x^2 s (1 - s) / 1.1.
+            gg_beta = gg_beta / LIPSWISH_SCALE
+            d_grad = d_grad + gg_beta * x * x * slope
+            d_x = d_x + gg_beta * grad * x * curvature
+            d_beta = d_beta + (gg_beta * grad * x.pow(3) * slope * (1 - 2 * s)).sum_to_size(beta.shape)
         return d_grad, d_x, d_beta, None, None, None
 
 
@@ -126,7 +126,7 @@ class LipSwish(nn.Module):
         beta = self.beta.view(-1, *([1] * (x.ndim - 2)))
         if not torch.is_grad_enabled():
             # Inference (e.g. fixed-point inversion) needs no stored derivative.
-            return x * torch.sigmoid(beta * x) / LIPSWISH_SCALE
+            return F.silu(x * beta).mul_(1 / (LIPSWISH_SCALE * beta))
         return _LipSwishFunction.apply(x, beta)
 
 

@@ -9,7 +9,7 @@ keep it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -68,3 +68,35 @@ def vjp(out: Tensor, x: Tensor, u: Tensor, create_graph: bool) -> Tensor:
 def batch_dot(u: Tensor, v: Tensor) -> Tensor:
     """Per-sample inner products over all dims after the first two: ``(P, B, ...) -> (P, B)``."""
     return (u * v).flatten(2).sum(-1)
+
+
+def batch_chunks(n: int, chunk_size: int | None) -> list[slice]:
+    """Slices cutting a batch of ``n`` into consecutive chunks of at most ``chunk_size``."""
+    size = n if chunk_size is None else chunk_size
+    return [slice(start, min(start + size, n)) for start in range(0, n, max(size, 1))]
+
+
+@contextmanager
+def frozen_parametrizations(net: nn.Module) -> Iterator[None]:
+    """Run ``net``'s parametrizations (``torch.nn.utils.parametrize``) in eval mode.
+
+    Spectral normalization runs its power iteration in training mode; in eval mode it reads the
+    updated vectors without changing them, so a re-evaluation computes the same weights.
+    """
+    containers = [m.parametrizations for m in net.modules() if hasattr(m, "parametrizations")]
+    modes = [(m, m.training) for c in containers for m in c.modules()]
+    for container in containers:
+        container.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def net_chunks(net: nn.Module, n: int, chunk_size: int | None) -> Iterator[slice]:
+    """:func:`batch_chunks`, with ``net``'s parametrizations frozen after the first chunk so
+    that every chunk sees the weights of the first (one power-iteration step per call)."""
+    for i, part in enumerate(batch_chunks(n, chunk_size)):
+        with frozen_parametrizations(net) if i else nullcontext():
+            yield part

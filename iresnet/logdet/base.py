@@ -6,15 +6,15 @@ Subclasses only choose the term weights ``c_1..c_n`` (see :mod:`iresnet.logdet.s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from functools import partial
 
+import torch
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import graph_scope, requires_graph, tracked_input
+from iresnet.logdet._autograd import graph_scope, net_chunks, requires_graph, tracked_input
 from iresnet.logdet._validate import check_choice, check_int_at_least
 from iresnet.logdet.memory_efficient import memory_efficient_logdet
 from iresnet.logdet.probes import PROBE_KINDS, sample_probe
-from iresnet.logdet.series import GRAD_MODES, series_logdet, with_gradient_of
+from iresnet.logdet.series import GRAD_MODES, series_logdet, series_terms, with_gradient_of
 
 
 class SeriesLogDet(ABC):
@@ -22,23 +22,31 @@ class SeriesLogDet(ABC):
 
     ``x: (B, ...)``; ``logdet: (B,)``. The results are differentiable (w.r.t. ``x`` and the
     parameters of ``net``) when grad mode is on and something requires grad, with the
-    gradient given by ``grad`` (``"backprop"`` or ``"neumann"``) and, if
-    ``memory_efficient``, taken inside the forward pass. Otherwise (e.g. under
-    ``torch.no_grad()``) the graph is built internally for the VJPs, freed, and the results
-    are detached. ``net`` must treat samples independently. One call evaluates ``net`` once.
+    gradient given by ``grad`` (``"backprop"`` or ``"neumann"``). If ``memory_efficient``,
+    no graph is kept between forward and backward: ``g`` is recomputed in the backward pass
+    (:mod:`iresnet.logdet.memory_efficient`). Otherwise (e.g. under ``torch.no_grad()``) the
+    graph is built internally for the VJPs, freed, and the results are detached. ``net`` must
+    treat samples independently: the graph-free and memory-efficient paths evaluate it on
+    chunks of at most ``chunk_size`` samples (``None``: the whole batch), which bounds their
+    peak memory without changing the results.
 
     After each call, ``last_n_terms`` (int) and ``last_logdet`` (detached ``(B,)``) hold the
     draw's statistics, e.g. to log the estimator's moments.
     """
 
-    def __init__(self, n_probes: int, probe: str, grad: str, memory_efficient: bool) -> None:
+    def __init__(
+        self, n_probes: int, probe: str, grad: str, memory_efficient: bool, chunk_size: int | None
+    ) -> None:
         check_int_at_least("n_probes", n_probes, 1)
+        if chunk_size is not None:
+            check_int_at_least("chunk_size", chunk_size, 1)
         check_choice("probe", probe, PROBE_KINDS)
         check_choice("grad mode", grad, GRAD_MODES)
         self.n_probes = n_probes
         self.probe = probe
         self.grad = grad
         self.memory_efficient = memory_efficient
+        self.chunk_size = chunk_size
         self.last_n_terms: int | None = None
         self.last_logdet: Tensor | None = None
 
@@ -49,24 +57,30 @@ class SeriesLogDet(ABC):
     def __call__(self, net: nn.Module, x: Tensor, training: bool) -> tuple[Tensor, Tensor]:
         coeffs = self.coefficients(training)
         probes = sample_probe(x, self.probe, self.n_probes)
-        differentiable = requires_graph(net, x)
-        series = partial(
-            series_logdet, probes=probes, coeffs=coeffs, grad=self.grad, differentiable=differentiable
-        )
-        if differentiable and self.memory_efficient:
-            g_x, logdet = memory_efficient_logdet(series, net, x)
+        if not requires_graph(net, x):
+            g_x, logdet = self._graph_free(net, x, probes, coeffs)
+        elif self.memory_efficient:
+            g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, self.chunk_size)
         else:
             with graph_scope():
-                x_in = tracked_input(x, differentiable)
+                x_in = tracked_input(x, keep_graph=True)
                 g_x = net(x_in)
-                value, objective = series(g_x, x_in)
-            if differentiable:
-                logdet = with_gradient_of(value, objective)
-            else:
-                g_x, logdet = g_x.detach(), value.detach()
+                value, objective = series_logdet(g_x, x_in, probes, coeffs, self.grad, differentiable=True)
+            logdet = with_gradient_of(value, objective)
         self.last_n_terms = len(coeffs)
         self.last_logdet = logdet.detach()
         return g_x, logdet
+
+    def _graph_free(self, net: nn.Module, x: Tensor, probes: Tensor, coeffs: list[float]) -> tuple[Tensor, Tensor]:
+        g_parts, values = [], []
+        for part in net_chunks(net, len(x), self.chunk_size):
+            with graph_scope():
+                x_in = tracked_input(x[part], keep_graph=False)
+                g_x = net(x_in)
+                value, _ = series_terms(g_x, x_in, probes[:, part], coeffs)
+            g_parts.append(g_x.detach())
+            values.append(value.detach())
+        return torch.cat(g_parts), torch.cat(values)
 
     def _settings(self) -> dict[str, object]:
         return {
@@ -74,6 +88,7 @@ class SeriesLogDet(ABC):
             "probe": self.probe,
             "grad": self.grad,
             "memory_efficient": self.memory_efficient,
+            "chunk_size": self.chunk_size,
         }
 
     def __repr__(self) -> str:

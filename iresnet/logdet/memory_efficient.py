@@ -1,88 +1,93 @@
-"""Gradient-in-forward evaluation: the series' graph never outlives the forward pass.
+"""Memory-efficient evaluation: no graph of ``g`` or of the series outlives its own step.
 
-Inside ``forward`` the per-sample estimate ``logdet(x): (B,)`` is computed and
-``d sum_b logdet_b / d(x, theta)`` is taken at once; only the graph of the single
-evaluation ``g = net(x)`` is kept (for ``g``'s own backward). ``backward`` then scales the
-stored gradients by the incoming ``dL/dlogdet``. Because samples do not interact, the
-``x``-gradient can be scaled per sample; the parameter gradient is a sum over the batch and
-can only be scaled by one scalar, so ``dL/dlogdet`` must be uniform across the batch (true
-for the usual mean or sum of log-likelihoods).
+``forward`` evaluates ``g = net(x)`` and the series chunk by chunk, each chunk's graph freed
+as soon as its VJPs are taken, and keeps only ``x``, the probes ``v`` and, for the Neumann
+gradient, the row ``w`` (all the size of ``x``). ``backward`` recomputes ``g`` per chunk and
+takes one merged backward pass of
+
+    <dL/dg, g(x)> + sum_b dL/dlogdet_b * s_b,
+
+where ``s`` is the Neumann surrogate ``w^T J v`` (or, for ``grad="backprop"``, the series
+itself rebuilt with a graph). One pass gives ``g``'s own gradient and the log-det gradient
+together, per sample, so any per-sample weighting of the log-dets is exact. Peak memory is
+that of one chunk, whatever the number of terms, the batch size or the depth of the model.
+
+Recomputing ``g`` must give the forward's function exactly. Parametrized weights (spectral
+normalization) update their power-iteration state in training mode, so every evaluation after
+the first runs with the parametrizations in eval mode, which reads the updated state without
+changing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from iresnet.logdet._autograd import graph_scope
-
-# (g, x) -> (value, objective): the estimate and the tensor whose gradient is wanted.
-SeriesFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]
-
-
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    if a is None:
-        return b
-    return a if b is None else a + b
-
-
-def _uniform_scale(grad_logdet: Tensor) -> Tensor:
-    """The common value of ``dL/dlogdet`` over the batch; raise if it is not common."""
-    scale = grad_logdet.mean()
-    if not torch.allclose(grad_logdet, scale.expand_as(grad_logdet), rtol=1e-5, atol=0.0):
-        raise RuntimeError(
-            "memory_efficient=True can only scale the parameter gradient of the per-sample "
-            "log-determinant by one number, but dL/dlogdet differs across the batch "
-            f"(min {grad_logdet.min().item():.3g}, max {grad_logdet.max().item():.3g}). "
-            "Reduce the loss with a mean or sum over samples, or use memory_efficient=False."
-        )
-    return scale
+from iresnet.logdet._autograd import batch_chunks, frozen_parametrizations, graph_scope, net_chunks
+from iresnet.logdet.series import neumann_surrogate, series_terms
 
 
 class _MemoryEfficientLogDet(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, series: SeriesFn, net: nn.Module, x: Tensor, *params: Tensor):
-        with graph_scope():
-            x_in = x.detach().requires_grad_(True)
-            g = net(x_in)
-            value, objective = series(g, x_in)
-            grads = torch.autograd.grad(
-                objective.sum(), (x_in, *params), retain_graph=True, allow_unused=True
-            )
-        # Only g's graph survives: value/objective (and the series graph) die with this frame.
-        ctx.g, ctx.x, ctx.params, ctx.logdet_grads = g, x_in, params, grads
-        return g.detach(), value.detach()
+    def forward(ctx: Any, net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float],
+                grad: str, chunk_size: int | None, *params: Tensor):  # fmt: skip
+        neumann = grad == "neumann"
+        g_parts, values, rows = [], [], []
+        for part in net_chunks(net, len(x), chunk_size):
+            with graph_scope():
+                x_in = x[part].detach().requires_grad_(True)
+                g = net(x_in)
+                value, row = series_terms(g, x_in, probes[:, part], coeffs, neumann=neumann)
+            g_parts.append(g.detach())
+            values.append(value.detach())
+            rows.append(row)
+        ctx.save_for_backward(x, probes)
+        # Intermediates, kept per chunk: concatenating would lose their memory layout.
+        ctx.rows = rows if neumann else None
+        ctx.net, ctx.coeffs, ctx.chunk_size, ctx.params = net, coeffs, chunk_size, params
+        return torch.cat(g_parts), torch.cat(values)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_g: Tensor, grad_logdet: Tensor):
-        with torch.enable_grad():
-            g_grads = torch.autograd.grad(
-                ctx.g, (ctx.x, *ctx.params), grad_g, allow_unused=True
-            )
-        logdet_grad_x, *logdet_grad_params = ctx.logdet_grads
-        per_sample = grad_logdet.view(-1, *[1] * (ctx.x.dim() - 1))
-        grad_x = _add(g_grads[0], None if logdet_grad_x is None else logdet_grad_x * per_sample)
-        grad_params = list(g_grads[1:])
-        if any(grad is not None for grad in logdet_grad_params):
-            scale = _uniform_scale(grad_logdet)
-            grad_params = [
-                _add(dg, None if dl is None else dl * scale)
-                for dg, dl in zip(grad_params, logdet_grad_params)
-            ]
-        ctx.g = ctx.x = ctx.logdet_grads = None  # free g's graph and the stored gradients
-        return (None, None, grad_x, *grad_params)
+        x, probes = ctx.saved_tensors
+        net, params, rows = ctx.net, ctx.params, ctx.rows
+        grad_x = torch.empty_like(x) if ctx.needs_input_grad[1] else None
+        grad_params: list[Tensor | None] = [None] * len(params)
+        with torch.enable_grad(), frozen_parametrizations(net):
+            for i, part in enumerate(batch_chunks(len(x), ctx.chunk_size)):
+                x_in = x[part].detach().requires_grad_(True)
+                g = net(x_in)
+                if rows is None:
+                    objective, _ = series_terms(g, x_in, probes[:, part], ctx.coeffs, create_graph=True)
+                else:
+                    objective = neumann_surrogate(g, x_in, rows[i], probes[:, part])
+                inputs = (x_in, *params) if grad_x is not None else params
+                grads = torch.autograd.grad(
+                    (g, objective), inputs, (grad_g[part], grad_logdet[part]), allow_unused=True
+                )
+                if grad_x is not None:
+                    grad_x[part], grads = grads[0], grads[1:]
+                grad_params = [
+                    total if new is None else new if total is None else total.add_(new)
+                    for total, new in zip(grad_params, grads)
+                ]
+        ctx.rows = None
+        return (None, grad_x, None, None, None, None, *grad_params)
 
 
-def memory_efficient_logdet(series: SeriesFn, net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def memory_efficient_logdet(
+    net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float], grad: str, chunk_size: int | None
+) -> tuple[Tensor, Tensor]:
     """``(g(x), logdet)`` through :class:`_MemoryEfficientLogDet`; differentiable w.r.t. ``x``
     and the parameters of ``net`` that require grad.
 
-    ``series(g, x)`` must return ``(value, objective)`` with ``objective`` differentiable.
+    ``x: (B, ...)``; ``probes: (P, B, ...)``; ``coeffs`` the term weights; ``grad`` the
+    gradient mode; ``chunk_size`` samples per evaluation of ``net`` (``None``: all at once).
     """
     params = [p for p in net.parameters() if p.requires_grad]
-    return _MemoryEfficientLogDet.apply(series, net, x, *params)
+    return _MemoryEfficientLogDet.apply(net, x, probes, coeffs, grad, chunk_size, *params)

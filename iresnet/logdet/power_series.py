@@ -20,9 +20,10 @@ class PowerSeriesLogDet(SeriesLogDet):
         probe: str = "gaussian",
         grad: str = "backprop",
         memory_efficient: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         check_int_at_least("n_terms", n_terms, 1)
-        super().__init__(n_probes, probe, grad, memory_efficient)
+        super().__init__(n_probes, probe, grad, memory_efficient, chunk_size)
         self.n_terms = n_terms
 
     def coefficients(self, training: bool) -> list[float]:

@@ -18,12 +18,19 @@ def sample_probe(like: Tensor, kind: str = "gaussian", n_probes: int = 1) -> Ten
     """Draw ``n_probes`` independent probes shaped like ``like``: returns ``(n_probes, *like.shape)``.
 
     ``gaussian``: entries ``N(0, 1)``. ``rademacher``: entries ``+-1`` with probability 1/2
-    each (lower variance: the diagonal of ``A`` contributes no noise).
+    each (lower variance: the diagonal of ``A`` contributes no noise). Each ``probes[i]`` has
+    the memory layout of ``like``.
     """
     check_probe_kind(kind)
     if n_probes < 1:
         raise ValueError(f"n_probes must be >= 1, got {n_probes}; pass n_probes=1 or more.")
-    shape = (n_probes, *like.shape)
+    # Each probe gets the memory layout of ``like`` (e.g. channels-last feature maps): the VJPs
+    # start from the probes, and elementwise ops between mismatched layouts take a slow path.
+    channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    stacked = (n_probes * like.shape[0], *like.shape[1:])
+    probes = torch.empty(stacked, dtype=like.dtype, device=like.device, memory_format=layout)
+    probes = probes.view(n_probes, *like.shape)
     if kind == "gaussian":
-        return torch.randn(shape, dtype=like.dtype, device=like.device)
-    return torch.randint(0, 2, shape, dtype=like.dtype, device=like.device) * 2 - 1
+        return probes.normal_()
+    return probes.bernoulli_(0.5).mul_(2).sub_(1)

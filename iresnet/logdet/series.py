@@ -31,6 +31,36 @@ from iresnet.logdet._autograd import batch_dot, vjp
 GRAD_MODES = ("backprop", "neumann")
 
 
+def series_terms(
+    g: Tensor,
+    x: Tensor,
+    probes: Tensor,
+    coeffs: Sequence[float],
+    create_graph: bool = False,
+    neumann: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """The estimate ``value: (B,)`` for ``g = net(x)`` (graph attached), and the Neumann row ``w``.
+
+    ``g, x: (B, ...)``; ``probes: (P, B, ...)``; ``coeffs[k-1] = c_k`` sets the number of terms
+    ``n = len(coeffs)``. ``value`` is differentiable through every VJP if ``create_graph``.
+    ``w: (P, B, ...)`` (or ``None`` unless ``neumann``) is the left vector of the surrogate.
+    """
+    row = probes  # v^T J^(k-1) at the start of iteration k
+    neumann_row = 0.0 if neumann else None
+    value = 0.0
+    for k, c in enumerate(coeffs, start=1):
+        if neumann:
+            neumann_row = neumann_row + (-1) ** (k - 1) * c * row
+        row = vjp(g, x, row, create_graph=create_graph)
+        value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
+    return value.mean(0), neumann_row
+
+
+def neumann_surrogate(g: Tensor, x: Tensor, neumann_row: Tensor, probes: Tensor) -> Tensor:
+    """``mean_v w^T J v: (B,)``, whose gradient is the Neumann estimate of ``d logdet``."""
+    return batch_dot(vjp(g, x, neumann_row, create_graph=True), probes).mean(0)
+
+
 def series_logdet(
     g: Tensor,
     x: Tensor,
@@ -41,28 +71,18 @@ def series_logdet(
 ) -> tuple[Tensor, Tensor | None]:
     """Evaluate the series for ``g = net(x)`` (graph attached): returns ``(value, objective)``.
 
-    ``g, x: (B, ...)``; ``probes: (P, B, ...)``; ``coeffs[k-1] = c_k`` sets the number of terms
-    ``n = len(coeffs)``. ``value: (B,)`` is the estimate (probe average). ``objective: (B,)``
-    is what to differentiate for the requested ``grad`` mode (``value`` itself for
-    ``backprop``, the Neumann surrogate otherwise), or ``None`` if not ``differentiable``;
-    ``value`` carries a graph only in ``backprop`` mode.
+    Shapes as in :func:`series_terms`. ``objective: (B,)`` is what to differentiate for the
+    requested ``grad`` mode (``value`` itself for ``backprop``, the Neumann surrogate
+    otherwise), or ``None`` if not ``differentiable``; ``value`` carries a graph only in
+    ``backprop`` mode.
     """
     backprop = differentiable and grad == "backprop"
     neumann = differentiable and grad == "neumann"
-    row = probes  # v^T J^(k-1) at the start of iteration k
-    neumann_row = 0.0
-    value = 0.0
-    for k, c in enumerate(coeffs, start=1):
-        if neumann:
-            neumann_row = neumann_row + (-1) ** (k - 1) * c * row
-        row = vjp(g, x, row, create_graph=backprop)
-        value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
-    value = value.mean(0)
+    value, neumann_row = series_terms(g, x, probes, coeffs, create_graph=backprop, neumann=neumann)
     if backprop:
         return value, value
     if neumann:
-        surrogate = batch_dot(vjp(g, x, neumann_row, create_graph=True), probes).mean(0)
-        return value, surrogate
+        return value, neumann_surrogate(g, x, neumann_row, probes)
     return value, None
 
 

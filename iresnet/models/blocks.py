@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from iresnet.flows import ActNorm, Flow, FlowSequential, ResidualBlock
-from iresnet.lipschitz import get_activation, spectral_norm
+from iresnet.lipschitz import Conv2d, get_activation, spectral_norm
 
 
 def _activation(name: str, channels: int) -> tuple[nn.Module, int]:
@@ -37,7 +37,7 @@ def conv_branch(
         layers.append(act)
     for i, k in enumerate(sizes):
         out = channels if i == len(sizes) - 1 else hidden
-        conv = nn.Conv2d(width, out, k, padding=k // 2)
+        conv = Conv2d(width, out, k, padding=k // 2)
         layers.append(spectral_norm(conv, coeff, n_power_iterations, input_shape=(width, *spatial)))
         if i < len(sizes) - 1:
             act, width = _activation(activation, out)

@@ -1,0 +1,82 @@
+"""``iresnet.lipschitz.Conv2d``: same function as ``nn.Conv2d``, hand-built second derivative."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iresnet.lipschitz import Conv2d, spectral_norm
+from iresnet.metrics import bits_per_dim
+from iresnet.models import ResidualFlow
+
+CONFIGS = [
+    dict(kernel_size=3, padding=1),
+    dict(kernel_size=3, padding=1, stride=2, bias=False),
+    dict(kernel_size=3, padding=2, dilation=2),
+    dict(kernel_size=1),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matches_nn_conv2d_and_passes_gradgradcheck(config, channels_last):
+    torch.manual_seed(0)
+    conv = Conv2d(3, 4, **config).double()
+    reference = torch.nn.Conv2d(3, 4, **config).double()
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(conv(x), reference(x), rtol=0, atol=1e-12)
+    args = (x.requires_grad_(True), conv.weight) + ((conv.bias,) if conv.bias is not None else ())
+
+    def fn(x, w, b=None):
+        return conv._conv_forward(x, w, b)
+
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+
+
+def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
+    """A VJP w.r.t. the input must not compute the weight gradient (the estimators take many)."""
+    calls = []
+    original = torch.ops.aten.convolution_backward
+
+    class Spy:
+        def __call__(self, *args):
+            calls.append(args[-1])
+            return original(*args)
+
+    monkeypatch.setattr(torch.ops.aten, "convolution_backward", Spy())
+    conv = spectral_norm(Conv2d(2, 3, 3, padding=1), 0.9, input_shape=(2, 5, 5))
+    x = torch.randn(4, 2, 5, 5, requires_grad=True)
+    torch.autograd.grad(conv(x).sum(), x)
+    assert calls == [[True, False, False]]
+
+
+def test_residual_flow_gradients_match_plain_convolutions(monkeypatch):
+    """End to end, Neumann gradient (a double backward through every conv) as with F.conv2d."""
+    torch.manual_seed(0)
+    model = ResidualFlow((1, 8, 8), n_blocks=(1, 1), hidden_channels=8, fc_blocks=1, fc_hidden=8).double()
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def grads():
+        model.load_state_dict(state)
+        model.zero_grad()
+        torch.manual_seed(1)
+        bits_per_dim(model.log_prob(x), 64).mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    ours = grads()
+    monkeypatch.setattr(Conv2d, "_conv_forward", lambda self, x, w, b: F.conv2d(x, w, b, self.stride, self.padding, self.dilation))
+    plain = grads()
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(groups=2), dict(padding="same"), dict(padding=1, padding_mode="circular")])
+def test_unsupported_settings_are_refused(kwargs):
+    with pytest.raises(ValueError, match="torch.nn.Conv2d"):
+        Conv2d(2, 4, 3, **kwargs)
