@@ -12,6 +12,7 @@ from iresnet.models import ResidualFlow
 
 CONFIGS = [
     dict(kernel_size=3, padding=1),
+    dict(kernel_size=5, padding=2),
     dict(kernel_size=3, padding=1, stride=2, bias=False),
     dict(kernel_size=3, padding=2, dilation=2),
     dict(kernel_size=1),
@@ -20,12 +21,14 @@ CONFIGS = [
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_matches_nn_conv2d_and_passes_gradgradcheck(config, channels_last):
+@pytest.mark.parametrize("channels", [(3, 4), (1, 4), (4, 1), (1, 1)], ids=str)
+def test_matches_nn_conv2d_and_passes_gradgradcheck(config, channels_last, channels):
+    """Generic convolutions, and the one-channel unfold path (stride 1, 'same' padding)."""
     torch.manual_seed(0)
-    conv = Conv2d(3, 4, **config).double()
-    reference = torch.nn.Conv2d(3, 4, **config).double()
+    conv = Conv2d(*channels, **config).double()
+    reference = torch.nn.Conv2d(*channels, **config).double()
     reference.load_state_dict(conv.state_dict())
-    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    x = torch.randn(2, channels[0], 7, 7, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(conv(x), reference(x), rtol=0, atol=1e-12)
@@ -36,6 +39,30 @@ def test_matches_nn_conv2d_and_passes_gradgradcheck(config, channels_last):
 
     assert torch.autograd.gradcheck(fn, args)
     assert torch.autograd.gradgradcheck(fn, args)
+
+
+@pytest.mark.parametrize("channels", [(1, 64), (64, 1)], ids=str)
+def test_one_channel_path_matches_aten_in_float32(channels):
+    """The channels-last matrix-product path against oneDNN's kernels at model sizes."""
+    from iresnet.lipschitz.conv import _one_channel, conv_forward, conv_input_grad, conv_weight_grad
+
+    torch.manual_seed(0)
+    layout = torch.channels_last
+    c_in, c_out = channels
+    x = torch.randn(8, c_in, 28, 28).contiguous(memory_format=layout)
+    w = torch.randn(c_out, c_in, 3, 3).contiguous(memory_format=layout)
+    b = torch.randn(c_out)
+    grad_out = torch.randn(8, c_out, 28, 28).contiguous(memory_format=layout)
+    conf = ((1, 1), (1, 1), (1, 1))
+    assert _one_channel(w, conf)
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        grad_out, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, False]
+    )
+    torch.testing.assert_close(conv_forward(x, w, b, conf), F.conv2d(x, w, b, 1, 1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv_input_grad(grad_out, x, w, conf), gx, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv_weight_grad(grad_out, x, w, conf), gw, rtol=1e-4, atol=1e-3)
+    assert conv_forward(x, w, None, conf).is_contiguous(memory_format=layout) or c_out == 1
+    assert not _one_channel(w, ((2, 2), (1, 1), (1, 1)))
 
 
 def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):

@@ -16,6 +16,14 @@ and all three are bilinear, so their derivatives in directions ``(gg_x, gg_W, gg
     d W = <o, conv(gg_x, .)>,
 
 each one call of ``F.conv2d`` or ``aten.convolution_backward``.
+
+oneDNN is also slow on convolutions with a single input or output channel (the first and last
+conv of a branch on a grayscale image): 5 to 10 times slower than the 64 -> 64 conv next to
+them, in the first scale of the MNIST models. For 'same' stride-1 convolutions with one
+channel on either side, :func:`conv_forward`, :func:`conv_input_grad` and
+:func:`conv_weight_grad` instead unfold the one-channel side (k*k channels, cheap) and run one
+matrix product against the wide side in its channels-last layout; ``fold`` sums the taps back
+where the one-channel side is the output.
 """
 
 from __future__ import annotations
@@ -33,9 +41,90 @@ from iresnet.lipschitz._engine import engine_will_reach, gradient_node
 def _conv_backward(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
     stride, padding, dilation = conf
     return torch.ops.aten.convolution_backward(
-        grad_out, x, weight, [weight.shape[0]] if mask[2] else None,
-        stride, padding, dilation, False, [0, 0], 1, mask,
-    )  # fmt: skip
+        grad_out, x, weight, None, stride, padding, dilation, False, [0, 0], 1, mask
+    )
+
+
+def _one_channel(weight: Tensor, conf: tuple) -> bool:
+    """Whether the unfold + matrix product path applies: a 'same' stride-1 k x k convolution
+    (k odd, k > 1) with one input or one output channel."""
+    stride, padding, dilation = conf
+    c_out, c_in, kh, kw = weight.shape
+    return (
+        min(c_out, c_in) == 1
+        and kh * kw > 1
+        and kh % 2 == 1
+        and kw % 2 == 1
+        and tuple(stride) == (1, 1)
+        and tuple(dilation) == (1, 1)
+        and tuple(padding) == (kh // 2, kw // 2)
+    )
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``(B, C, H, W) -> (B, H*W, C)``: a view for channels-last tensors."""
+    b, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
+def _image(rows: Tensor, h: int, w: int) -> Tensor:
+    """``(B, H*W, C) -> (B, C, H, W)`` in channels-last layout (inverse of :func:`_rows`)."""
+    return rows.view(rows.shape[0], h, w, rows.shape[2]).permute(0, 3, 1, 2)
+
+
+def _taps(weight: Tensor, flip: bool, tap_major: bool) -> Tensor:
+    """The kernel as a matrix over (one-channel side's taps, wide side's channels).
+
+    ``tap_major``: rows ``(c_out, tap)`` and columns ``c_in`` (one output channel), else rows
+    ``c_out`` and columns ``(c_in, tap)`` (one input channel). ``flip`` reverses the taps.
+    """
+    c_out, c_in, kh, kw = weight.shape
+    w = weight.flip(-2, -1) if flip else weight
+    if tap_major:
+        return w.reshape(c_out, c_in, kh * kw).permute(0, 2, 1).reshape(c_out * kh * kw, c_in)
+    return w.reshape(c_out, c_in * kh * kw)
+
+
+def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) -> Tensor:
+    """``F.conv2d(x, weight, bias, *conf)``."""
+    if not _one_channel(weight, conf):
+        return F.conv2d(x, weight, bias, *conf)
+    (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
+    padding = conf[1]
+    if weight.shape[1] == 1:  # unfold the input: (B, k*k, L), then (B, L, k*k) @ (k*k, C_out)
+        cols = F.unfold(x, (kh, kw), padding=padding)
+        out = _image(torch.matmul(cols.transpose(1, 2), _taps(weight, False, False).t()), h, w)
+    else:  # per input pixel and tap (B, L, C_in) @ (C_in, k*k); fold sums the flipped taps
+        taps = torch.matmul(_rows(x), _taps(weight, True, True).t())
+        out = F.fold(taps.transpose(1, 2), (h, w), (kh, kw), padding=padding)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def conv_input_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
+    """``d <grad_out, conv(x, weight)> / dx`` (a transposed convolution of ``grad_out``)."""
+    if not _one_channel(weight, conf):
+        return _conv_backward(grad_out, x, weight, conf, [True, False, False])[0]
+    (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
+    padding = conf[1]
+    if weight.shape[0] == 1:  # unfold grad_out, flipped taps against C_in
+        cols = F.unfold(grad_out, (kh, kw), padding=padding)
+        return _image(torch.matmul(cols.transpose(1, 2), _taps(weight, True, True)), h, w)
+    taps = torch.matmul(_rows(grad_out), _taps(weight, False, False))
+    return F.fold(taps.transpose(1, 2), (h, w), (kh, kw), padding=padding)
+
+
+def conv_weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
+    """``d <grad_out, conv(x, weight)> / dweight``."""
+    if not _one_channel(weight, conf):
+        return _conv_backward(grad_out, x, weight, conf, [False, True, False])[1]
+    c_out, c_in, kh, kw = weight.shape
+    padding = conf[1]
+    if c_in == 1:  # sum over pixels of unfold(x) (k*k) times grad_out (C_out)
+        cols = F.unfold(x, (kh, kw), padding=padding)
+        return torch.bmm(cols, _rows(grad_out)).sum(0).t().reshape(weight.shape)
+    cols = F.unfold(grad_out, (kh, kw), padding=padding)
+    flipped = torch.bmm(cols, _rows(x)).sum(0).view(c_out, kh, kw, c_in)
+    return flipped.permute(0, 3, 1, 2).flip(-2, -1)
 
 
 class _Conv2dFunction(torch.autograd.Function):
@@ -44,7 +133,7 @@ class _Conv2dFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.conf = conf
         ctx.nodes = [gradient_node(t) if t is not None else None for t in (x, weight, bias)]
-        return F.conv2d(x, weight, bias, *conf)
+        return conv_forward(x, weight, bias, conf)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor):
@@ -59,7 +148,12 @@ class _Conv2dBackward(torch.autograd.Function):
     def forward(ctx: Any, grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
         ctx.save_for_backward(grad_out, x, weight)
         ctx.conf = conf
-        return tuple(_conv_backward(grad_out, x, weight, conf, mask))
+        need_x, need_w, need_b = mask
+        return (
+            conv_input_grad(grad_out, x, weight, conf) if need_x else None,
+            conv_weight_grad(grad_out, x, weight, conf) if need_w else None,
+            grad_out.sum((0, 2, 3)) if need_b else None,
+        )
 
     @staticmethod
     @once_differentiable
@@ -71,16 +165,16 @@ class _Conv2dBackward(torch.autograd.Function):
         if need_o:
             terms = []
             if gg_x is not None:
-                terms.append(F.conv2d(gg_x, weight, None, *conf))
+                terms.append(conv_forward(gg_x, weight, None, conf))
             if gg_w is not None:
-                terms.append(F.conv2d(x, gg_w, None, *conf))
+                terms.append(conv_forward(x, gg_w, None, conf))
             if gg_b is not None:
                 terms.append(gg_b.view(1, -1, 1, 1).expand_as(grad_out))
             d_o = sum(terms[1:], terms[0]) if terms else None
         if need_x and gg_w is not None:
-            d_x = _conv_backward(grad_out, x, gg_w, conf, [True, False, False])[0]
+            d_x = conv_input_grad(grad_out, x, gg_w, conf)
         if need_w and gg_x is not None:
-            d_w = _conv_backward(grad_out, gg_x, weight, conf, [False, True, False])[1]
+            d_w = conv_weight_grad(grad_out, gg_x, weight, conf)
         return d_o, d_x, d_w, None, None
 
 

@@ -30,6 +30,9 @@ class ResidualFlow(FlowModel):
         hidden_channels: width of the convolutional branches.
         logdet, inverse: estimator and solver objects shared by every block.
         prior: ``"normal"`` or ``"learned"``.
+        preact: start every branch with the activation, except the model's first branch, which
+            sees the logit-transformed image directly (as in Residual Flows): LipSwish would
+            flatten the background pixels, whose logits sit near log(alpha).
         channels_last: keep conv weights and feature maps in NHWC layout, which oneDNN's CPU
             convolutions run about 12% faster than NCHW in a training step.
     """
@@ -70,9 +73,12 @@ class ResidualFlow(FlowModel):
         self.factored_dims: list[int] = []
         for i, n in enumerate(n_blocks):
             branches = [
-                conv_branch(c, hidden_channels, (h, w), kernels, activation, coeff, n_power_iterations, preact)
-                for _ in range(n)
-            ]
+                conv_branch(
+                    c, hidden_channels, (h, w), kernels, activation, coeff, n_power_iterations,
+                    preact and (i, j) != (0, 0),
+                )
+                for j in range(n)
+            ]  # fmt: skip
             self.scales.append(residual_stack(branches, c, logdet, inverse, actnorm))
             if i < len(n_blocks) - 1:
                 c, h, w = self._squeezed(c, h, w)
