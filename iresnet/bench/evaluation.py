@@ -48,11 +48,13 @@ def swapped(model: FlowModel, attribute: str, value) -> Iterator[None]:
             setattr(block, attribute, original)
 
 
-def eval_estimator(module: FlowLightningModule, terms: int | None = None, probes: int | None = None):
+def eval_estimator(
+    module: FlowLightningModule, terms: int | None = None, probes: int | None = None, chunk: int | None = None
+):
     """A new instance of the module's evaluation estimator, with ``terms`` exact terms at
-    evaluation (roulette) and ``probes`` probes if given."""
+    evaluation (roulette), ``probes`` probes and chunks of ``chunk`` samples if given."""
     config = dict(module.hparams.eval_logdet or module.hparams.model["logdet"])
-    for key, value in (("eval_exact_terms", terms), ("n_probes", probes)):
+    for key, value in (("eval_exact_terms", terms), ("n_probes", probes), ("chunk_size", chunk)):
         if value is not None:
             config[key] = value
     return instantiate(config)

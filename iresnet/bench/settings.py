@@ -44,6 +44,7 @@ class Settings:
     eval_images: int = 1000
     eval_terms: int | None = None
     eval_probes: int | None = None
+    eval_chunk: int | None = None
     high_accuracy_images: int = 64
     high_accuracy_terms: int = 60
     high_accuracy_probes: int = 4

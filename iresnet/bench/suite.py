@@ -125,7 +125,7 @@ class Suite:
         batch = datamodule.eval_batch_size
         self.log(f"eval: {len(x)} images")
         torch.manual_seed(s.seed)
-        standard, scores = evaluate(module, model, x, eval_estimator(module, s.eval_terms, s.eval_probes), batch)
+        standard, scores = evaluate(module, model, x, eval_estimator(module, s.eval_terms, s.eval_probes, s.eval_chunk), batch)
         self.log(f"eval: high accuracy, {s.high_accuracy_images} images")
         precise = RouletteLogDet(eval_exact_terms=s.high_accuracy_terms, n_probes=s.high_accuracy_probes)
         subset = spread(len(x), s.high_accuracy_images)

@@ -111,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     add("--eval-images", type=int, help="test images to evaluate (protocol: 1000)")
     add("--eval-terms", type=int, help="exact terms of the evaluation estimator (protocol: 20)")
     add("--eval-probes", type=int, help="probes of the evaluation estimator (protocol: 1)")
+    add("--eval-chunk", type=int, help="samples per branch evaluation of the evaluation estimator (its chunk_size)")
     add("--high-accuracy-images", type=int)
     add("--high-accuracy-terms", type=int)
     add("--high-accuracy-probes", type=int)

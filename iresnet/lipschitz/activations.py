@@ -61,7 +61,9 @@ class _LipSwishFunction(torch.autograd.Function):
         x, beta, z, dfdx = ctx.saved_tensors
         # The series estimators differentiate w.r.t. x only, many times per step.
         want_beta = ctx.needs_input_grad[1] and engine_will_reach(ctx.beta_node)
-        grad_x, grad_beta = _LipSwishBackward.apply(grad, x, beta, z, dfdx, want_beta)
+        # A node for the second derivative only when this backward pass builds a graph.
+        first_order = _LipSwishBackward.apply if torch.is_grad_enabled() else _lipswish_grads
+        grad_x, grad_beta = first_order(grad, x, beta, z, dfdx, want_beta)
         return grad_x, (grad_beta if want_beta else None)
 
 
@@ -71,18 +73,23 @@ def _sigmoid_slope(z: Tensor) -> tuple[Tensor, Tensor]:
     return s, torch.addcmul(s, s, s, value=-1)
 
 
+def _lipswish_grads(grad, x, beta, z, dfdx, want_beta: bool) -> tuple[Tensor, Tensor]:
+    """``(grad f'(x), sum grad df/dbeta)`` (zeros for the latter unless ``want_beta``)."""
+    grad_x = grad * dfdx
+    if not want_beta:
+        return grad_x, beta.new_zeros(beta.shape)
+    _, slope = _sigmoid_slope(z)
+    return grad_x, (grad * slope).mul_(x).mul_(x).sum_to_size(beta.shape) / LIPSWISH_SCALE
+
+
 class _LipSwishBackward(torch.autograd.Function):
-    """``(grad, x, beta) -> (grad f'(x), sum grad df/dbeta)``, differentiable once more."""
+    """:func:`_lipswish_grads`, differentiable once more."""
 
     @staticmethod
     def forward(ctx, grad, x, beta, z, dfdx, want_beta: bool):
         ctx.save_for_backward(grad, x, beta, z, dfdx)
         ctx.want_beta = want_beta
-        grad_x = grad * dfdx
-        if not want_beta:
-            return grad_x, beta.new_zeros(beta.shape)
-        _, slope = _sigmoid_slope(z)
-        return grad_x, (grad * slope).mul_(x).mul_(x).sum_to_size(beta.shape) / LIPSWISH_SCALE
+        return _lipswish_grads(grad, x, beta, z, dfdx, want_beta)
 
     @staticmethod
     @once_differentiable

@@ -139,21 +139,30 @@ class _Conv2dFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor):
         x, weight = ctx.saved_tensors
         mask = [engine_will_reach(node) for node in ctx.nodes]
-        grads = _Conv2dBackward.apply(grad_out, x, weight, ctx.conf, mask)
+        # A node for the second derivative only when this backward pass builds a graph.
+        first_order = _Conv2dBackward.apply if torch.is_grad_enabled() else _conv_grads
+        grads = first_order(grad_out, x, weight, ctx.conf, mask)
         return (*grads, None)
 
 
+def _conv_grads(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
+    """Gradients w.r.t. ``(x, weight, bias)`` where ``mask`` asks for them, else None."""
+    need_x, need_w, need_b = mask
+    return (
+        conv_input_grad(grad_out, x, weight, conf) if need_x else None,
+        conv_weight_grad(grad_out, x, weight, conf) if need_w else None,
+        grad_out.sum((0, 2, 3)) if need_b else None,
+    )
+
+
 class _Conv2dBackward(torch.autograd.Function):
+    """:func:`_conv_grads`, differentiable once more."""
+
     @staticmethod
     def forward(ctx: Any, grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
         ctx.save_for_backward(grad_out, x, weight)
         ctx.conf = conf
-        need_x, need_w, need_b = mask
-        return (
-            conv_input_grad(grad_out, x, weight, conf) if need_x else None,
-            conv_weight_grad(grad_out, x, weight, conf) if need_w else None,
-            grad_out.sum((0, 2, 3)) if need_b else None,
-        )
+        return _conv_grads(grad_out, x, weight, conf, mask)
 
     @staticmethod
     @once_differentiable
