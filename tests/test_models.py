@@ -112,3 +112,28 @@ def test_reconstruct_keeps_float64_iterates_for_a_float32_model():
     assert reconstruction.dtype == torch.float32
     assert (reconstruction - x).abs().max() < 1e-6
     assert all(b.last_inverse_stats.converged for b in model.residual_blocks())
+
+
+def test_first_branch_pre_activation_option_keeps_old_checkpoints_loadable(compose_config):
+    """The shipped configs start the first branch with its conv (as Residual Flows does); a model
+    config saved before ``first_preact`` existed builds the old layout, so its weights load."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from iresnet.lipschitz import LipSwish
+
+    cfg = compose_config("train", ["model=resflow_small"]).model
+    cfg.input_shape = [1, 28, 28]
+    assert cfg.first_preact is False
+    new = instantiate(cfg)
+    first, second = new.residual_blocks()[:2]
+    assert not isinstance(first.net[0], LipSwish) and isinstance(second.net[0], LipSwish)
+
+    old_cfg = OmegaConf.to_container(cfg)
+    del old_cfg["first_preact"]
+    old = instantiate(old_cfg)
+    assert isinstance(old.residual_blocks()[0].net[0], LipSwish)
+    reloaded = instantiate(old_cfg)
+    reloaded.load_state_dict(old.state_dict())  # strict: the layouts match
+    with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
+        new.load_state_dict(old.state_dict())
