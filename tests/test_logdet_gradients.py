@@ -189,6 +189,17 @@ def test_graph_free_chunks_match_one_batch(chunk_size):
     _assert_all_close(outs[1], outs[0])
 
 
+def test_graph_free_chunks_accept_a_plain_function():
+    torch.manual_seed(0)
+    net, x = tied_mlp(3, 0.8), torch.randn(5, 3)
+    outs = []
+    for chunks in (None, 2):
+        torch.manual_seed(4)
+        with torch.no_grad():
+            outs.append(PowerSeriesLogDet(n_terms=4, chunk_size=chunks)(lambda v: net(v), x, training=False))
+    _assert_all_close(outs[1], outs[0])
+
+
 def test_chunk_size_must_be_positive():
     with pytest.raises(ValueError, match="chunk_size"):
         RouletteLogDet(chunk_size=0)

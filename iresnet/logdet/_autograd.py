@@ -83,7 +83,8 @@ def frozen_parametrizations(net: nn.Module) -> Iterator[None]:
     Spectral normalization runs its power iteration in training mode; in eval mode it reads the
     updated vectors without changing them, so a re-evaluation computes the same weights.
     """
-    containers = [m.parametrizations for m in net.modules() if hasattr(m, "parametrizations")]
+    modules = net.modules() if isinstance(net, nn.Module) else ()  # a plain function has none
+    containers = [m.parametrizations for m in modules if hasattr(m, "parametrizations")]
     modes = [(m, m.training) for c in containers for m in c.modules()]
     for container in containers:
         container.eval()
