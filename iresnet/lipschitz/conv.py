@@ -67,19 +67,6 @@ def _rows(t: Tensor) -> Tensor:
     return t.permute(0, 2, 3, 1).reshape(b, h * w, c)
 
 
-def _taps(weight: Tensor, flip: bool, tap_major: bool) -> Tensor:
-    """The kernel as a matrix over (one-channel side's taps, wide side's channels).
-
-    ``tap_major``: rows ``(c_out, tap)`` and columns ``c_in`` (one output channel), else rows
-    ``c_out`` and columns ``(c_in, tap)`` (one input channel). ``flip`` reverses the taps.
-    """
-    c_out, c_in, kh, kw = weight.shape
-    w = weight.flip(-2, -1) if flip else weight
-    if tap_major:
-        return w.reshape(c_out, c_in, kh * kw).permute(0, 2, 1).reshape(c_out * kh * kw, c_in)
-    return w.reshape(c_out, c_in * kh * kw)
-
-
 def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) -> Tensor:
     """``F.conv2d(x, weight, bias, *conf)``."""
     if weight.shape[0] != 1 or not _one_channel(weight, conf):
@@ -87,7 +74,7 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) ->
     # One output channel: per input pixel and tap (B, L, C_in) @ (C_in, k*k); fold sums the
     # flipped taps into the output pixels.
     (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
-    taps = torch.matmul(_rows(x), _taps(weight, True, True).t())
+    taps = torch.matmul(_rows(x), weight.flip(-2, -1).reshape(-1, kh * kw))
     out = F.fold(taps.transpose(1, 2), (h, w), (kh, kw), padding=conf[1])
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
@@ -98,7 +85,7 @@ def conv_input_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) ->
         return _conv_backward(grad_out, x, weight, conf, [True, False, False])[0]
     # One input channel: (B, L, C_out) @ (C_out, k*k), then fold the taps.
     (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
-    taps = torch.matmul(_rows(grad_out), _taps(weight, False, False))
+    taps = torch.matmul(_rows(grad_out), weight.reshape(-1, kh * kw))
     return F.fold(taps.transpose(1, 2), (h, w), (kh, kw), padding=conf[1])
 
 

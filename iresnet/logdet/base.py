@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-import torch
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import graph_scope, net_chunks, requires_graph, tracked_input
+from iresnet.logdet._autograd import graph_scope, requires_graph, tracked_input
 from iresnet.logdet._validate import check_choice, check_int_at_least
 from iresnet.logdet.memory_efficient import memory_efficient_logdet
 from iresnet.logdet.probes import PROBE_KINDS, sample_probe
-from iresnet.logdet.series import GRAD_MODES, series_logdet, series_terms, with_gradient_of
+from iresnet.logdet.series import GRAD_MODES, chunked_series_terms, series_logdet, with_gradient_of
 
 
 class SeriesLogDet(ABC):
@@ -58,7 +57,7 @@ class SeriesLogDet(ABC):
         coeffs = self.coefficients(training)
         probes = sample_probe(x, self.probe, self.n_probes)
         if not requires_graph(net, x):
-            g_x, logdet = self._graph_free(net, x, probes, coeffs)
+            g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, self.chunk_size, neumann=False)
         elif self.memory_efficient:
             g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, self.chunk_size)
         else:
@@ -70,17 +69,6 @@ class SeriesLogDet(ABC):
         self.last_n_terms = len(coeffs)
         self.last_logdet = logdet.detach()
         return g_x, logdet
-
-    def _graph_free(self, net: nn.Module, x: Tensor, probes: Tensor, coeffs: list[float]) -> tuple[Tensor, Tensor]:
-        g_parts, values = [], []
-        for part in net_chunks(net, len(x), self.chunk_size):
-            with graph_scope():
-                x_in = tracked_input(x[part], keep_graph=False)
-                g_x = net(x_in)
-                value, _ = series_terms(g_x, x_in, probes[:, part], coeffs)
-            g_parts.append(g_x.detach())
-            values.append(value.detach())
-        return torch.cat(g_parts), torch.cat(values)
 
     def _settings(self) -> dict[str, object]:
         return {

@@ -27,29 +27,20 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from iresnet.logdet._autograd import batch_chunks, frozen_parametrizations, graph_scope, net_chunks
-from iresnet.logdet.series import neumann_surrogate, series_terms
+from iresnet.logdet._autograd import batch_chunks, frozen_parametrizations
+from iresnet.logdet.series import chunked_series_terms, neumann_surrogate, series_terms
 
 
 class _MemoryEfficientLogDet(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float],
                 grad: str, chunk_size: int | None, *params: Tensor):  # fmt: skip
-        neumann = grad == "neumann"
-        g_parts, values, rows = [], [], []
-        for part in net_chunks(net, len(x), chunk_size):
-            with graph_scope():
-                x_in = x[part].detach().requires_grad_(True)
-                g = net(x_in)
-                value, row = series_terms(g, x_in, probes[:, part], coeffs, neumann=neumann)
-            g_parts.append(g.detach())
-            values.append(value.detach())
-            rows.append(row)
+        g, value, rows = chunked_series_terms(net, x, probes, coeffs, chunk_size, neumann=grad == "neumann")
         ctx.save_for_backward(x, probes)
         # Intermediates, kept per chunk: concatenating would lose their memory layout.
-        ctx.rows = rows if neumann else None
+        ctx.rows = rows
         ctx.net, ctx.coeffs, ctx.chunk_size, ctx.params = net, coeffs, chunk_size, params
-        return torch.cat(g_parts), torch.cat(values)
+        return g, value
 
     @staticmethod
     @once_differentiable

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from iresnet.logdet._autograd import batch_dot, vjp
+from iresnet.logdet._autograd import batch_dot, graph_scope, net_chunks, tracked_input, vjp
 
 GRAD_MODES = ("backprop", "neumann")
 
@@ -54,6 +55,24 @@ def series_terms(
         row = vjp(g, x, row, create_graph=create_graph)
         value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
     return value.mean(0), neumann_row
+
+
+def chunked_series_terms(
+    net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float], chunk_size: int | None, neumann: bool
+) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+    """:func:`series_terms` of ``g = net(x)`` on chunks of at most ``chunk_size`` samples, each
+    chunk's graph freed once its VJPs are taken: ``(g(x), value)`` detached, and the Neumann rows
+    per chunk (``None`` unless ``neumann``). Works under ``no_grad`` and ``inference_mode``."""
+    g_parts, values, rows = [], [], []
+    for part in net_chunks(net, len(x), chunk_size):
+        with graph_scope():
+            x_in = tracked_input(x[part], keep_graph=False)
+            g = net(x_in)
+            value, row = series_terms(g, x_in, probes[:, part], coeffs, neumann=neumann)
+        g_parts.append(g.detach())
+        values.append(value.detach())
+        rows.append(row)
+    return torch.cat(g_parts), torch.cat(values), rows if neumann else None
 
 
 def neumann_surrogate(g: Tensor, x: Tensor, neumann_row: Tensor, probes: Tensor) -> Tensor:
