@@ -109,3 +109,46 @@ def test_lipswish_skips_unrequested_beta_gradient_but_keeps_requested_one():
     torch.testing.assert_close(gx, gx_ref)
     (gb,) = torch.autograd.grad(y, act.raw_beta, v)
     torch.testing.assert_close(gb, gb_ref)
+
+
+def _fused_kernels():
+    from iresnet.lipschitz import activations as a
+
+    return [a._lipswish, a._lipswish_and_slope, a._lipswish_beta_grad, a._lipswish_slope_grads]
+
+
+@pytest.mark.skipif(bool(__import__("os").environ.get("TORCHDYNAMO_DISABLE")), reason="compilation turned off")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # other tests' variants count towards torch's recompile limit
+    counters.clear()
+    torch.manual_seed(0)
+    x = (3 * torch.randn(5, 6, 7, 7, dtype=dtype)).contiguous(memory_format=torch.channels_last)
+    beta = torch.rand(1, 6, 1, 1, dtype=dtype) + 0.3
+    grad, gg = torch.randn_like(x), torch.randn_like(x)
+    inputs = {0: (x, beta), 1: (x, beta), 2: (grad, x, beta), 3: (gg, grad, x, beta)}
+    for i, kernel in enumerate(_fused_kernels()):
+        fused_out, eager_out = kernel(*inputs[i]), kernel.eager(*inputs[i])
+        assert not kernel.failures, kernel.failures
+        assert counters["stats"]["unique_graphs"] == i + 1  # compiled, not run eagerly
+        for a, b in zip(torch.utils._pytree.tree_leaves(fused_out), torch.utils._pytree.tree_leaves(eager_out)):
+            torch.testing.assert_close(a, b)
+
+
+def test_fused_formula_falls_back_to_eager_once_with_a_warning():
+    from iresnet.lipschitz._fusion import fused
+
+    @fused
+    def data_dependent(x):
+        # A Python branch on a value: fullgraph compilation refuses it.
+        return x * 2 if x.sum().item() > 0 else x
+
+    x = torch.ones(3)
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        torch.testing.assert_close(data_dependent(x), 2 * x)
+    assert data_dependent.failures
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        torch.testing.assert_close(data_dependent(-x), -x)  # eager from now on, silently

@@ -15,12 +15,15 @@ from torch import nn
 
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
+from iresnet.runtime import retain_freed_memory
 from iresnet.training import TrainingDivergedError
 
 # Lightning's notes that do not apply here: the EMA copy is in eval mode on purpose, and its own
 # deprecation notice about torch's pytree API.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+# Every entry point trains or evaluates: reuse freed feature maps instead of faulting in pages.
+retain_freed_memory()
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
 USER_ERRORS = (

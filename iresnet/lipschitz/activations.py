@@ -23,9 +23,52 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from iresnet.lipschitz._engine import engine_will_reach, gradient_node
+from iresnet.lipschitz._fusion import fused
 
 LIPSWISH_SCALE = 1.1
 CLIPSWISH_SCALE = 1.004
+
+
+@fused
+def _lipswish(x: Tensor, beta: Tensor) -> Tensor:
+    """``f(x) = silu(beta x) / (1.1 beta)``."""
+    return F.silu(x * beta).mul_(1 / (LIPSWISH_SCALE * beta))
+
+
+@fused
+def _lipswish_and_slope(x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """``(f(x), f'(x))``."""
+    z = x * beta
+    slope = torch.ops.aten.silu_backward(z.new_full((), 1 / LIPSWISH_SCALE).expand_as(z), z)
+    return F.silu(z).mul_(1 / (LIPSWISH_SCALE * beta)), slope
+
+
+def _sigmoid_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``s = sigmoid(z)`` and ``s (1 - s)``."""
+    s = torch.sigmoid(z)
+    return s, torch.addcmul(s, s, s, value=-1)
+
+
+def _silu_curvature(z: Tensor, s: Tensor, slope: Tensor) -> Tensor:
+    """``silu''(z) = s (1 - s) (2 + z (1 - 2s))``."""
+    return torch.addcmul(z.new_full((), 2.0), z, torch.sub(1, s, alpha=2)).mul_(slope)
+
+
+@fused
+def _lipswish_beta_grad(grad: Tensor, x: Tensor, beta: Tensor) -> Tensor:
+    """``sum grad df/dbeta``, summed to ``beta``'s shape."""
+    _, slope = _sigmoid_slope(x * beta)
+    return (grad * slope).mul_(x).mul_(x).sum_to_size(beta.shape) / LIPSWISH_SCALE
+
+
+@fused
+def _lipswish_slope_grads(gg_x: Tensor, grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """``(d/dx, d/dbeta)`` of ``<gg_x, grad f'(x)>``: ``gg_x grad f''(x)`` and the sum of
+    ``gg_x grad df'/dbeta`` to ``beta``'s shape."""
+    z = x * beta
+    s, slope = _sigmoid_slope(z)
+    t = (gg_x * grad).mul_(_silu_curvature(z, s, slope))
+    return t * (beta / LIPSWISH_SCALE), (t * x).sum_to_size(beta.shape) / LIPSWISH_SCALE
 
 
 class _LipSwishFunction(torch.autograd.Function):
@@ -34,10 +77,11 @@ class _LipSwishFunction(torch.autograd.Function):
     Log-det estimators take many vector-Jacobian products through each branch per step; with
     ``f'`` stored in the forward pass each product costs one multiply instead of autograd's
     chain of sigmoid, multiply and divide nodes. The hidden tensors are large and every
-    elementwise pass over them costs memory bandwidth, so the formulas are arranged around
-    torch's fused SiLU kernels (``silu(z) = z sigmoid(z)``). With ``z = beta x``,
-    ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))`` and
-    ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
+    elementwise pass over them costs memory bandwidth, so the other formulas are compiled into
+    one loop each (:func:`iresnet.lipschitz._fusion.fused`; their eager form is arranged around
+    torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and ``beta x`` is recomputed there
+    rather than stored. With ``z = beta x``, ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))``
+    and ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
 
         f(x)         = silu(z) / (1.1 beta)
         f'(x)        = silu'(z) / 1.1
@@ -50,65 +94,53 @@ class _LipSwishFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
-        z = x * beta
-        dfdx = torch.ops.aten.silu_backward(z.new_full((), 1 / LIPSWISH_SCALE).expand_as(z), z)
-        ctx.save_for_backward(x, beta, z, dfdx)
+        out, slope = _lipswish_and_slope(x, beta)
+        ctx.save_for_backward(x, beta, slope)
         ctx.beta_node = gradient_node(beta)
-        return F.silu(z).mul_(1 / (LIPSWISH_SCALE * beta))
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, beta, z, dfdx = ctx.saved_tensors
+        x, beta, slope = ctx.saved_tensors
         # The series estimators differentiate w.r.t. x only, many times per step.
         want_beta = ctx.needs_input_grad[1] and engine_will_reach(ctx.beta_node)
         # A node for the second derivative only when this backward pass builds a graph.
         first_order = _LipSwishBackward.apply if torch.is_grad_enabled() else _lipswish_grads
-        grad_x, grad_beta = first_order(grad, x, beta, z, dfdx, want_beta)
+        grad_x, grad_beta = first_order(grad, x, beta, slope, want_beta)
         return grad_x, (grad_beta if want_beta else None)
 
 
-def _sigmoid_slope(z: Tensor) -> tuple[Tensor, Tensor]:
-    """``s = sigmoid(z)`` and ``s (1 - s)``."""
-    s = torch.sigmoid(z)
-    return s, torch.addcmul(s, s, s, value=-1)
-
-
-def _lipswish_grads(grad, x, beta, z, dfdx, want_beta: bool) -> tuple[Tensor, Tensor]:
+def _lipswish_grads(grad, x, beta, slope, want_beta: bool) -> tuple[Tensor, Tensor]:
     """``(grad f'(x), sum grad df/dbeta)`` (zeros for the latter unless ``want_beta``)."""
-    grad_x = grad * dfdx
-    if not want_beta:
-        return grad_x, beta.new_zeros(beta.shape)
-    _, slope = _sigmoid_slope(z)
-    return grad_x, (grad * slope).mul_(x).mul_(x).sum_to_size(beta.shape) / LIPSWISH_SCALE
+    grad_beta = _lipswish_beta_grad(grad, x, beta) if want_beta else beta.new_zeros(beta.shape)
+    return grad * slope, grad_beta
 
 
 class _LipSwishBackward(torch.autograd.Function):
     """:func:`_lipswish_grads`, differentiable once more."""
 
     @staticmethod
-    def forward(ctx, grad, x, beta, z, dfdx, want_beta: bool):
-        ctx.save_for_backward(grad, x, beta, z, dfdx)
+    def forward(ctx, grad, x, beta, slope, want_beta: bool):
+        ctx.save_for_backward(grad, x, beta, slope)
         ctx.want_beta = want_beta
-        return _lipswish_grads(grad, x, beta, z, dfdx, want_beta)
+        return _lipswish_grads(grad, x, beta, slope, want_beta)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gg_x: Tensor, gg_beta: Tensor | None):
-        grad, x, beta, z, dfdx = ctx.saved_tensors
-        s, slope = _sigmoid_slope(z)
-        # silu''(z) = s (1 - s) (2 + z (1 - 2s))
-        curvature = torch.addcmul(z.new_tensor(2.0), z, torch.sub(1, s, alpha=2)).mul_(slope)
-        d_grad = gg_x * dfdx
-        t = (gg_x * grad).mul_(curvature)
-        d_x = t * (beta / LIPSWISH_SCALE)
-        d_beta = (t * x).sum_to_size(beta.shape) / LIPSWISH_SCALE
+        grad, x, beta, slope = ctx.saved_tensors
+        d_grad = gg_x * slope
+        d_x, d_beta = _lipswish_slope_grads(gg_x, grad, x, beta)
         if ctx.want_beta and gg_beta is not None:
-            # Terms through grad_beta = sum grad x^2 s (1 - s) / 1.1.
+            # Terms through grad_beta = sum grad x^2 s (1 - s) / 1.1 (rare: only a graph of
+            # beta's own gradient needs them).
+            z = x * beta
+            s, sigmoid_slope = _sigmoid_slope(z)
             gg_beta = gg_beta / LIPSWISH_SCALE
-            d_grad = d_grad + gg_beta * x * x * slope
-            d_x = d_x + gg_beta * grad * x * curvature
-            d_beta = d_beta + (gg_beta * grad * x.pow(3) * slope * (1 - 2 * s)).sum_to_size(beta.shape)
-        return d_grad, d_x, d_beta, None, None, None
+            d_grad = d_grad + gg_beta * x * x * sigmoid_slope
+            d_x = d_x + gg_beta * grad * x * _silu_curvature(z, s, sigmoid_slope)
+            d_beta = d_beta + (gg_beta * grad * x.pow(3) * sigmoid_slope * (1 - 2 * s)).sum_to_size(beta.shape)
+        return d_grad, d_x, d_beta, None, None
 
 
 class LipSwish(nn.Module):
@@ -133,7 +165,7 @@ class LipSwish(nn.Module):
         beta = self.beta.view(-1, *([1] * (x.ndim - 2)))
         if not torch.is_grad_enabled():
             # Inference (e.g. fixed-point inversion) needs no stored derivative.
-            return F.silu(x * beta).mul_(1 / (LIPSWISH_SCALE * beta))
+            return _lipswish(x, beta)
         return _LipSwishFunction.apply(x, beta)
 
 
