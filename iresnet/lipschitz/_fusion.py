@@ -3,7 +3,8 @@
 A LipSwish derivative is a handful of elementwise operations over the hidden feature maps; run
 eagerly, each is its own pass over memory (a 32x64x28x28 map is 6.4 MB), and such passes were
 a third of a training step. ``torch.compile`` (Inductor) fuses a formula into one C++/OpenMP
-loop: the LipSwish forward went from 4.3 ms to 0.7 ms on that map.
+loop: on that map the second-derivative terms take 1.4 ms instead of 4.2 ms, the forward with
+its slope 1.3 ms instead of 1.4 ms. Compiling costs about 2 s per process, once.
 
 Compilation needs a C++ compiler (CPU) or Triton (CUDA). Where it fails, the formula runs
 eagerly for the rest of the process after one warning. Shapes are compiled symbolically, but a

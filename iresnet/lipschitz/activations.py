@@ -29,7 +29,6 @@ LIPSWISH_SCALE = 1.1
 CLIPSWISH_SCALE = 1.004
 
 
-@fused
 def _lipswish(x: Tensor, beta: Tensor) -> Tensor:
     """``f(x) = silu(beta x) / (1.1 beta)``."""
     return F.silu(x * beta).mul_(1 / (LIPSWISH_SCALE * beta))
@@ -77,10 +76,10 @@ class _LipSwishFunction(torch.autograd.Function):
     Log-det estimators take many vector-Jacobian products through each branch per step; with
     ``f'`` stored in the forward pass each product costs one multiply instead of autograd's
     chain of sigmoid, multiply and divide nodes. The hidden tensors are large and every
-    elementwise pass over them costs memory bandwidth, so the other formulas are compiled into
-    one loop each (:func:`iresnet.lipschitz._fusion.fused`; their eager form is arranged around
-    torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and ``beta x`` is recomputed there
-    rather than stored. With ``z = beta x``, ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))``
+    elementwise pass over them costs memory bandwidth, so with ``fused`` (training) the other
+    formulas run compiled into one loop each (:func:`iresnet.lipschitz._fusion.fused`; their
+    eager form is arranged around torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and
+    ``beta x`` is recomputed there rather than stored. With ``z = beta x``, ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))``
     and ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
 
         f(x)         = silu(z) / (1.1 beta)
@@ -93,8 +92,8 @@ class _LipSwishFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
-        out, slope = _lipswish_and_slope(x, beta)
+    def forward(ctx, x: Tensor, beta: Tensor, fused: bool = True) -> Tensor:
+        out, slope = (_lipswish_and_slope if fused else _lipswish_and_slope.eager)(x, beta)
         ctx.save_for_backward(x, beta, slope)
         ctx.beta_node = gradient_node(beta)
         return out
@@ -107,7 +106,7 @@ class _LipSwishFunction(torch.autograd.Function):
         # A node for the second derivative only when this backward pass builds a graph.
         first_order = _LipSwishBackward.apply if torch.is_grad_enabled() else _lipswish_grads
         grad_x, grad_beta = first_order(grad, x, beta, slope, want_beta)
-        return grad_x, (grad_beta if want_beta else None)
+        return grad_x, (grad_beta if want_beta else None), None
 
 
 def _lipswish_grads(grad, x, beta, slope, want_beta: bool) -> tuple[Tensor, Tensor]:
@@ -166,7 +165,9 @@ class LipSwish(nn.Module):
         if not torch.is_grad_enabled():
             # Inference (e.g. fixed-point inversion) needs no stored derivative.
             return _lipswish(x, beta)
-        return _LipSwishFunction.apply(x, beta)
+        # Compiled kernels in training only: there hundreds of steps repay the compilation (about
+        # 2 s), while an evaluation's time goes to the series' products, which fusion cannot help.
+        return _LipSwishFunction.apply(x, beta, self.training)
 
 
 class CLipSwish(nn.Module):
