@@ -1,4 +1,8 @@
-"""LipSwish and CLipSwish are 1-Lipschitz; the activation factory."""
+"""LipSwish and CLipSwish are 1-Lipschitz; the activation factory; the compiled kernels."""
+
+import os
+import shutil
+import warnings
 
 import pytest
 import torch
@@ -117,7 +121,10 @@ def _fused_kernels():
     return [a._lipswish_and_slope, a._lipswish_beta_grad, a._lipswish_slope_grads]
 
 
-@pytest.mark.skipif(bool(__import__("os").environ.get("TORCHDYNAMO_DISABLE")), reason="compilation turned off")
+_NO_COMPILER = not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
+
+
+@pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")) or _NO_COMPILER, reason="no compilation here")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
     from torch._dynamo.utils import counters
@@ -149,6 +156,20 @@ def test_fused_formula_falls_back_to_eager_once_with_a_warning():
     with pytest.warns(RuntimeWarning, match="running it eagerly"):
         torch.testing.assert_close(data_dependent(x), 2 * x)
     assert data_dependent.failures
-    with __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         torch.testing.assert_close(data_dependent(-x), -x)  # eager from now on, silently
+
+
+@pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")) or _NO_COMPILER, reason="no compilation here")
+def test_lipswish_compiles_in_training_mode_only():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    act = LipSwish(3)
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    for training, graphs in ((False, 0), (True, 1)):
+        act.train(training)
+        torch.autograd.grad(act(x).sum(), x)
+        assert counters["stats"]["unique_graphs"] == graphs

@@ -79,8 +79,8 @@ class _LipSwishFunction(torch.autograd.Function):
     elementwise pass over them costs memory bandwidth, so with ``fused`` (training) the other
     formulas run compiled into one loop each (:func:`iresnet.lipschitz._fusion.fused`; their
     eager form is arranged around torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and
-    ``beta x`` is recomputed there rather than stored. With ``z = beta x``, ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))``
-    and ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
+    ``beta x`` is recomputed there rather than stored. With ``z = beta x``, ``s = sigmoid(z)``,
+    ``silu'(z) = s (1 + z (1 - s))`` and ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
 
         f(x)         = silu(z) / (1.1 beta)
         f'(x)        = silu'(z) / 1.1
@@ -93,25 +93,34 @@ class _LipSwishFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, beta: Tensor, fused: bool = True) -> Tensor:
-        out, slope = (_lipswish_and_slope if fused else _lipswish_and_slope.eager)(x, beta)
+        out, slope = _kernel(_lipswish_and_slope, fused)(x, beta)
         ctx.save_for_backward(x, beta, slope)
         ctx.beta_node = gradient_node(beta)
+        ctx.fused = fused
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, beta, slope = ctx.saved_tensors
         # The series estimators differentiate w.r.t. x only, many times per step.
         want_beta = ctx.needs_input_grad[1] and engine_will_reach(ctx.beta_node)
         # A node for the second derivative only when this backward pass builds a graph.
         first_order = _LipSwishBackward.apply if torch.is_grad_enabled() else _lipswish_grads
-        grad_x, grad_beta = first_order(grad, x, beta, slope, want_beta)
+        grad_x, grad_beta = first_order(grad, x, beta, slope, want_beta, ctx.fused)
         return grad_x, (grad_beta if want_beta else None), None
 
 
-def _lipswish_grads(grad, x, beta, slope, want_beta: bool) -> tuple[Tensor, Tensor]:
+def _kernel(kernel: Callable, fused: bool) -> Callable:
+    """A :func:`fused` kernel, or its eager formula."""
+    return kernel if fused else kernel.eager  # type: ignore[attr-defined]
+
+
+def _lipswish_grads(grad, x, beta, slope, want_beta: bool, fused: bool) -> tuple[Tensor, Tensor]:
     """``(grad f'(x), sum grad df/dbeta)`` (zeros for the latter unless ``want_beta``)."""
-    grad_beta = _lipswish_beta_grad(grad, x, beta) if want_beta else beta.new_zeros(beta.shape)
+    if want_beta:
+        grad_beta = _kernel(_lipswish_beta_grad, fused)(grad, x, beta)
+    else:
+        grad_beta = beta.new_zeros(beta.shape)
     return grad * slope, grad_beta
 
 
@@ -119,17 +128,17 @@ class _LipSwishBackward(torch.autograd.Function):
     """:func:`_lipswish_grads`, differentiable once more."""
 
     @staticmethod
-    def forward(ctx, grad, x, beta, slope, want_beta: bool):
+    def forward(ctx, grad, x, beta, slope, want_beta: bool, fused: bool):
         ctx.save_for_backward(grad, x, beta, slope)
-        ctx.want_beta = want_beta
-        return _lipswish_grads(grad, x, beta, slope, want_beta)
+        ctx.want_beta, ctx.fused = want_beta, fused
+        return _lipswish_grads(grad, x, beta, slope, want_beta, fused)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gg_x: Tensor, gg_beta: Tensor | None):
         grad, x, beta, slope = ctx.saved_tensors
         d_grad = gg_x * slope
-        d_x, d_beta = _lipswish_slope_grads(gg_x, grad, x, beta)
+        d_x, d_beta = _kernel(_lipswish_slope_grads, ctx.fused)(gg_x, grad, x, beta)
         if ctx.want_beta and gg_beta is not None:
             # Terms through grad_beta = sum grad x^2 s (1 - s) / 1.1 (rare: only a graph of
             # beta's own gradient needs them).
@@ -139,7 +148,7 @@ class _LipSwishBackward(torch.autograd.Function):
             d_grad = d_grad + gg_beta * x * x * sigmoid_slope
             d_x = d_x + gg_beta * grad * x * _silu_curvature(z, s, sigmoid_slope)
             d_beta = d_beta + (gg_beta * grad * x.pow(3) * sigmoid_slope * (1 - 2 * s)).sum_to_size(beta.shape)
-        return d_grad, d_x, d_beta, None, None
+        return d_grad, d_x, d_beta, None, None, None
 
 
 class LipSwish(nn.Module):
