@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # glibc's mallopt parameters (malloc.h).
@@ -30,10 +29,7 @@ def retain_freed_memory(block_bytes: int = RETAINED_BLOCK_BYTES) -> bool:
     """
     if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
         return False
-    path = ctypes.util.find_library("c")
-    if path is None:
-        return False
-    libc = ctypes.CDLL(path)
+    libc = ctypes.CDLL(None)  # the symbols the interpreter is linked with, its C library's among them
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, block_bytes) and libc.mallopt(_M_TRIM_THRESHOLD, 2 * block_bytes))

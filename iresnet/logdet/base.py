@@ -64,7 +64,7 @@ class SeriesLogDet(ABC):
             with graph_scope():
                 x_in = tracked_input(x, keep_graph=True)
                 g_x = net(x_in)
-                value, objective = series_logdet(g_x, x_in, probes, coeffs, self.grad, differentiable=True)
+                value, objective = series_logdet(g_x, x_in, probes, coeffs, self.grad)
             logdet = with_gradient_of(value, objective)
         self.last_n_terms = len(coeffs)
         self.last_logdet = logdet.detach()

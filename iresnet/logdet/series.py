@@ -81,28 +81,19 @@ def neumann_surrogate(g: Tensor, x: Tensor, neumann_row: Tensor, probes: Tensor)
 
 
 def series_logdet(
-    g: Tensor,
-    x: Tensor,
-    probes: Tensor,
-    coeffs: Sequence[float],
-    grad: str,
-    differentiable: bool,
-) -> tuple[Tensor, Tensor | None]:
+    g: Tensor, x: Tensor, probes: Tensor, coeffs: Sequence[float], grad: str
+) -> tuple[Tensor, Tensor]:
     """Evaluate the series for ``g = net(x)`` (graph attached): returns ``(value, objective)``.
 
     Shapes as in :func:`series_terms`. ``objective: (B,)`` is what to differentiate for the
     requested ``grad`` mode (``value`` itself for ``backprop``, the Neumann surrogate
-    otherwise), or ``None`` if not ``differentiable``; ``value`` carries a graph only in
-    ``backprop`` mode.
+    otherwise); ``value`` carries a graph only in ``backprop`` mode.
     """
-    backprop = differentiable and grad == "backprop"
-    neumann = differentiable and grad == "neumann"
-    value, neumann_row = series_terms(g, x, probes, coeffs, create_graph=backprop, neumann=neumann)
+    backprop = grad == "backprop"
+    value, neumann_row = series_terms(g, x, probes, coeffs, create_graph=backprop, neumann=not backprop)
     if backprop:
         return value, value
-    if neumann:
-        return value, neumann_surrogate(g, x, neumann_row, probes)
-    return value, None
+    return value, neumann_surrogate(g, x, neumann_row, probes)
 
 
 def with_gradient_of(value: Tensor, objective: Tensor) -> Tensor:
