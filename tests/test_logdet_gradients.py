@@ -153,17 +153,18 @@ def _sn_conv_net() -> torch.nn.Sequential:
 
 
 @pytest.mark.parametrize("grad", ["backprop", "neumann"])
-@pytest.mark.parametrize("chunk_size", [None, 1, 3])
-def test_memory_efficient_chunks_match_plain_autograd_with_spectral_norm(grad, chunk_size):
+# chunk_pixels=100 on 6x6 inputs: chunks of 2 samples.
+@pytest.mark.parametrize("chunks", [{}, {"chunk_size": 1}, {"chunk_size": 3}, {"chunk_pixels": 100}])
+def test_memory_efficient_chunks_match_plain_autograd_with_spectral_norm(grad, chunks):
     """Chunked evaluation and the recomputation in backward see the forward's weights: one
     power-iteration step per call, as in the plain path, and the same values and gradients."""
     torch.manual_seed(0)
     x = 0.5 * torch.randn(7, 2, 6, 6, dtype=torch.float64)
     results = []
-    for memory_efficient, chunks in ((False, None), (True, chunk_size)):
+    for memory_efficient, bounds in ((False, {}), (True, chunks)):
         torch.manual_seed(1)
         net = _sn_conv_net()
-        estimator = PowerSeriesLogDet(n_terms=4, grad=grad, memory_efficient=memory_efficient, chunk_size=chunks)
+        estimator = PowerSeriesLogDet(n_terms=4, grad=grad, memory_efficient=memory_efficient, **bounds)
         x_in = x.clone().requires_grad_(True)
         g_x, logdet = estimator(net, x_in, training=True)
         weights = torch.linspace(0.5, 2.0, len(x), dtype=x.dtype)
@@ -200,9 +201,26 @@ def test_graph_free_chunks_accept_a_plain_function():
     _assert_all_close(outs[1], outs[0])
 
 
-def test_chunk_size_must_be_positive():
-    with pytest.raises(ValueError, match="chunk_size"):
-        RouletteLogDet(chunk_size=0)
+@pytest.mark.parametrize("bound", ["chunk_size", "chunk_pixels"])
+def test_chunk_bounds_must_be_positive(bound):
+    with pytest.raises(ValueError, match=bound):
+        RouletteLogDet(**{bound: 0})
+
+
+@pytest.mark.parametrize(
+    "shape,bounds,samples",
+    [
+        ((64, 1, 28, 28), {"chunk_pixels": 12544}, 16),  # 16 images at 28x28
+        ((64, 4, 14, 14), {"chunk_pixels": 12544}, 64),  # the same budget at 14x14
+        ((64, 784), {"chunk_pixels": 12544}, 12544),  # flat: one position per sample
+        ((64, 1, 28, 28), {"chunk_pixels": 100}, 1),  # at least one sample
+        ((64, 4, 14, 14), {"chunk_pixels": 12544, "chunk_size": 32}, 32),  # both bounds hold
+        ((64, 1, 28, 28), {"chunk_pixels": 12544, "chunk_size": 32}, 16),
+        ((64, 1, 28, 28), {}, None),  # no bound: the whole batch
+    ],
+)
+def test_samples_per_chunk(shape, bounds, samples):
+    assert RouletteLogDet(**bounds).samples_per_chunk(torch.empty(shape)) == samples
 
 
 def test_several_probe_rows_keep_second_derivatives_through_lipswish():

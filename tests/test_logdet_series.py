@@ -87,6 +87,20 @@ def test_sample_probe_shapes_and_moments():
     torch.testing.assert_close(gauss.T @ gauss / 50000, torch.eye(4, dtype=gauss.dtype), atol=0.03, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_channels_last_probes_keep_the_layout_and_the_law(kind):
+    """Probes of channels-last maps are drawn in contiguous memory seen as channels-last."""
+    like = torch.zeros(2, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    probes = sample_probe(like, kind, 20000)
+    assert probes.shape == (20000, 2, 3, 2, 2)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in probes[:3])
+    flat = probes.flatten(1)  # 24 entries per probe, E[v v^T] = I
+    torch.testing.assert_close(flat.T @ flat / len(flat), torch.eye(24), atol=0.04, rtol=0)
+    if kind == "rademacher":
+        assert set(flat.unique().tolist()) == {-1.0, 1.0}
+
+
 class CountingNet(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -5,6 +5,7 @@ Subclasses only choose the term weights ``c_1..c_n`` (see :mod:`iresnet.logdet.s
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
@@ -26,19 +27,27 @@ class SeriesLogDet(ABC):
     (:mod:`iresnet.logdet.memory_efficient`). Otherwise (e.g. under ``torch.no_grad()``) the
     graph is built internally for the VJPs, freed, and the results are detached. ``net`` must
     treat samples independently: the graph-free and memory-efficient paths evaluate it on
-    chunks of at most ``chunk_size`` samples (``None``: the whole batch), which bounds their
-    peak memory without changing the results.
+    chunks of at most ``chunk_size`` samples and at most ``chunk_pixels`` samples times spatial
+    positions (``None``: no bound; see :meth:`samples_per_chunk`), which bounds their peak
+    memory without changing the results.
 
     After each call, ``last_n_terms`` (int) and ``last_logdet`` (detached ``(B,)``) hold the
     draw's statistics, e.g. to log the estimator's moments.
     """
 
     def __init__(
-        self, n_probes: int, probe: str, grad: str, memory_efficient: bool, chunk_size: int | None
+        self,
+        n_probes: int,
+        probe: str,
+        grad: str,
+        memory_efficient: bool,
+        chunk_size: int | None,
+        chunk_pixels: int | None,
     ) -> None:
         check_int_at_least("n_probes", n_probes, 1)
-        if chunk_size is not None:
-            check_int_at_least("chunk_size", chunk_size, 1)
+        for name, bound in (("chunk_size", chunk_size), ("chunk_pixels", chunk_pixels)):
+            if bound is not None:
+                check_int_at_least(name, bound, 1)
         check_choice("probe", probe, PROBE_KINDS)
         check_choice("grad mode", grad, GRAD_MODES)
         self.n_probes = n_probes
@@ -46,6 +55,7 @@ class SeriesLogDet(ABC):
         self.grad = grad
         self.memory_efficient = memory_efficient
         self.chunk_size = chunk_size
+        self.chunk_pixels = chunk_pixels
         self.last_n_terms: int | None = None
         self.last_logdet: Tensor | None = None
 
@@ -53,13 +63,29 @@ class SeriesLogDet(ABC):
     def coefficients(self, training: bool) -> list[float]:
         """Draw the term weights ``[c_1, ..., c_n]`` for one call."""
 
+    def samples_per_chunk(self, x: Tensor) -> int | None:
+        """Samples per evaluation of the branch on the batch ``x: (B, C, *spatial)``: at most
+        ``chunk_size``, and at most ``chunk_pixels // prod(spatial)`` (one at least; a flat
+        ``(B, D)`` batch has one position per sample). ``None``: the whole batch.
+
+        A branch's hidden feature maps grow with the spatial size of its input, so a pixel
+        budget gives a multi-scale model small chunks where its maps are large and whole
+        batches where they are small: the peak is set by the largest maps, and the small ones
+        then cost no per-chunk overhead.
+        """
+        bounds = [] if self.chunk_size is None else [self.chunk_size]
+        if self.chunk_pixels is not None:
+            bounds.append(max(1, self.chunk_pixels // math.prod(x.shape[2:])))
+        return min(bounds, default=None)
+
     def __call__(self, net: nn.Module, x: Tensor, training: bool) -> tuple[Tensor, Tensor]:
         coeffs = self.coefficients(training)
         probes = sample_probe(x, self.probe, self.n_probes)
+        chunk = self.samples_per_chunk(x)
         if not requires_graph(net, x):
-            g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, self.chunk_size, neumann=False)
+            g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, chunk, neumann=False)
         elif self.memory_efficient:
-            g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, self.chunk_size)
+            g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, chunk)
         else:
             with graph_scope():
                 x_in = tracked_input(x, keep_graph=True)
@@ -77,6 +103,7 @@ class SeriesLogDet(ABC):
             "grad": self.grad,
             "memory_efficient": self.memory_efficient,
             "chunk_size": self.chunk_size,
+            "chunk_pixels": self.chunk_pixels,
         }
 
     def __repr__(self) -> str:

@@ -21,9 +21,10 @@ class PowerSeriesLogDet(SeriesLogDet):
         grad: str = "backprop",
         memory_efficient: bool = False,
         chunk_size: int | None = None,
+        chunk_pixels: int | None = None,
     ) -> None:
         check_int_at_least("n_terms", n_terms, 1)
-        super().__init__(n_probes, probe, grad, memory_efficient, chunk_size)
+        super().__init__(n_probes, probe, grad, memory_efficient, chunk_size, chunk_pixels)
         self.n_terms = n_terms
 
     def coefficients(self, training: bool) -> list[float]:

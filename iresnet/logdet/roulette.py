@@ -37,11 +37,12 @@ class RouletteLogDet(SeriesLogDet):
         grad: str = "neumann",
         memory_efficient: bool = True,
         chunk_size: int | None = None,
+        chunk_pixels: int | None = None,
     ) -> None:
         check_choice("dist", dist, ROULETTE_DISTS)
         check_int_at_least("n_exact_terms", n_exact_terms, 1)
         check_int_at_least("eval_exact_terms", eval_exact_terms, 1)
-        super().__init__(n_probes, probe, grad, memory_efficient, chunk_size)
+        super().__init__(n_probes, probe, grad, memory_efficient, chunk_size, chunk_pixels)
         self.dist = Geometric(p) if dist == "geometric" else Poisson(lam)
         self.n_exact_terms = n_exact_terms
         self.eval_exact_terms = eval_exact_terms

@@ -37,12 +37,20 @@ class EMA(nn.Module):
         d = self.current_decay() if int(self.num_updates) > 0 else 0.0
         shadow = self.module.state_dict(keep_vars=True)
         params = dict(model.named_parameters())
+        averaged, weights, copied, values = [], [], [], []
         for name, value in model.state_dict(keep_vars=True).items():
             target = shadow[name]
             if name in params and target.dtype.is_floating_point:
-                target.lerp_(value.detach(), 1 - d)
+                averaged.append(target)
+                weights.append(value.detach())
             else:
-                target.copy_(value.detach())
+                copied.append(target)
+                values.append(value.detach())
+        # One call per list instead of two hundred small ones: the per-tensor loop cost 5 ms a step.
+        if averaged:
+            torch._foreach_lerp_(averaged, weights, 1 - d)
+        if copied:
+            torch._foreach_copy_(copied, values)
         self.num_updates += 1
 
     def train(self, mode: bool = True) -> EMA:

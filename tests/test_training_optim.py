@@ -1,0 +1,58 @@
+"""The optimizer's multi-tensor kernels and the weight average (EMA) against plain formulas."""
+
+import pytest
+import torch
+from torch import nn
+
+from iresnet.training.ema import EMA
+from iresnet.training.module import build_optimizer
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    # Batch norm first: a bias right before it would get a gradient of pure rounding noise.
+    return nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int = 5) -> None:
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(8, 3, generator=g)
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("name,kernel", [("adam", "fused"), ("adamax", "foreach")])
+def test_multi_tensor_optimizer_matches_the_per_tensor_loop(name, kernel):
+    fast, plain = _model(), _model()
+    kwargs = {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 1e-4}
+    opt = build_optimizer(name, fast.parameters(), **kwargs)
+    assert opt.defaults[kernel] is True
+    _train(fast, opt)
+    cls = type(opt)
+    _train(plain, cls(plain.parameters(), **kwargs, foreach=False))
+    for a, b in zip(fast.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fast[1].weight, _model()[1].weight)  # it did train
+
+
+def test_ema_follows_its_recursion_and_copies_buffers():
+    model = _model()
+    ema = EMA(model, decay=0.9, warmup=True)
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ema.update(model)  # the first update copies
+    for t in range(1, 4):
+        _train(model, opt, steps=1)
+        d = min(0.9, (1 + t) / (10 + t))
+        for n, p in model.named_parameters():
+            expected[n] = d * expected[n] + (1 - d) * p.detach()
+        ema.update(model)
+    shadow = dict(ema.module.named_parameters())
+    for n, value in expected.items():
+        torch.testing.assert_close(shadow[n], value)
+    # Buffers (running statistics, the batch counter) are copied, not averaged.
+    torch.testing.assert_close(ema.module[0].running_mean, model[0].running_mean)
+    assert int(ema.module[0].num_batches_tracked) == int(model[0].num_batches_tracked) == 3
+    assert int(ema.num_updates) == 4
