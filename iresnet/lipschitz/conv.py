@@ -23,7 +23,9 @@ gradient: 2-10x slower than a matrix product against the wide side in its channe
 (measured on 32x28x28 maps). For 'same' stride-1 convolutions with one channel on either side,
 :func:`conv_forward` (one output channel), :func:`conv_input_grad` (one input channel) and
 :func:`conv_weight_grad` take that path: ``unfold`` or ``fold`` on the one-channel side (k*k
-channels, cheap) around one matrix product; the other cases stay with oneDNN.
+channels, cheap) around one product against the wide side: a batched matrix product for the
+weight gradients, a 1x1 convolution with k*k output channels for the other two (a matrix product
+there would have only k*k columns, which GEMM runs 4x slower); the other cases stay with oneDNN.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def _rows(t: Tensor) -> Tensor:
     return t.permute(0, 2, 3, 1).reshape(b, h * w, c)
 
 
+def _pixelwise(t: Tensor, matrix: Tensor) -> Tensor:
+    """``(B, C, H, W) x (C, K) -> (B, K, H*W)``: ``t``'s channels times ``matrix`` at every pixel.
+
+    A 1x1 convolution: for K = 9 taps oneDNN takes 0.28 ms on a (32, 64, 28, 28) channels-last
+    map where a matrix product of its rows takes 1.3 ms (a skinny GEMM)."""
+    return F.conv2d(t, matrix.t().reshape(*matrix.shape[::-1], 1, 1)).flatten(2)
+
+
 def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) -> Tensor:
     """``F.conv2d(x, weight, bias, *conf)``."""
     if weight.shape[0] != 1 or not _one_channel(weight, conf):
@@ -74,8 +84,8 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) ->
     # One output channel: per input pixel and tap (B, L, C_in) @ (C_in, k*k); fold sums the
     # flipped taps into the output pixels.
     (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
-    taps = torch.matmul(_rows(x), weight.flip(-2, -1).reshape(-1, kh * kw))
-    out = F.fold(taps.transpose(1, 2), (h, w), (kh, kw), padding=conf[1])
+    taps = _pixelwise(x, weight.flip(-2, -1).reshape(-1, kh * kw))
+    out = F.fold(taps, (h, w), (kh, kw), padding=conf[1])
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
@@ -85,8 +95,8 @@ def conv_input_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) ->
         return _conv_backward(grad_out, x, weight, conf, [True, False, False])[0]
     # One input channel: (B, L, C_out) @ (C_out, k*k), then fold the taps.
     (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
-    taps = torch.matmul(_rows(grad_out), weight.reshape(-1, kh * kw))
-    return F.fold(taps.transpose(1, 2), (h, w), (kh, kw), padding=conf[1])
+    taps = _pixelwise(grad_out, weight.reshape(-1, kh * kw))
+    return F.fold(taps, (h, w), (kh, kw), padding=conf[1])
 
 
 def conv_weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
