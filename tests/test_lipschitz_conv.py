@@ -64,6 +64,25 @@ def test_one_channel_path_matches_aten_in_float32(channels):
     assert not _one_channel(w, ((2, 2), (1, 1), (1, 1)))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("channels", [(1, 4), (4, 1)], ids=str)
+def test_batched_vector_jacobian_products_match_one_row_at_a_time(channels, channels_last):
+    """Several probes share one vmapped backward pass (``is_grads_batched``); the one-channel
+    path must run under vmap and give the rows' own products."""
+    from iresnet.logdet._autograd import vjp
+
+    torch.manual_seed(0)
+    conv = Conv2d(*channels, 3, padding=1)
+    x = torch.randn(2, channels[0], 5, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out = conv(x)
+    rows = torch.randn(3, *out.shape)
+    looped = torch.stack([torch.autograd.grad(out, x, row, retain_graph=True)[0] for row in rows])
+    torch.testing.assert_close(vjp(out, x, rows, create_graph=False), looped)
+
+
 def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
     """A VJP w.r.t. the input must not compute the weight gradient (the estimators take many)."""
     calls = []
