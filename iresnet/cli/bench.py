@@ -112,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
     add("--eval-terms", type=int, help="exact terms of the evaluation estimator (protocol: 20)")
     add("--eval-probes", type=int, help="probes of the evaluation estimator (protocol: 1)")
     add("--eval-chunk", type=int,
-        help="samples per branch evaluation of the evaluation estimator at most (its chunk_size; its chunk_pixels holds too)")  # fmt: skip
+        help="at most this many samples per branch evaluation of the evaluation estimator (its chunk_size; its chunk_pixels bound holds too)")  # fmt: skip
     add("--high-accuracy-images", type=int)
     add("--high-accuracy-terms", type=int)
     add("--high-accuracy-probes", type=int)

@@ -83,8 +83,8 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) ->
     """``F.conv2d(x, weight, bias, *conf)``."""
     if weight.shape[0] != 1 or not _one_channel(weight, conf):
         return F.conv2d(x, weight, bias, *conf)
-    # One output channel: per input pixel and tap (B, L, C_in) @ (C_in, k*k); fold sums the
-    # flipped taps into the output pixels.
+    # One output channel: per input pixel, its C_in channels times the (C_in, k*k) flipped taps;
+    # fold sums the taps into the output pixels.
     (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
     taps = _pixelwise(x, weight.flip(-2, -1).reshape(-1, kh * kw))
     out = F.fold(taps, (h, w), (kh, kw), padding=conf[1])
@@ -95,7 +95,7 @@ def conv_input_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) ->
     """``d <grad_out, conv(x, weight)> / dx`` (a transposed convolution of ``grad_out``)."""
     if weight.shape[1] != 1 or not _one_channel(weight, conf):
         return _conv_backward(grad_out, x, weight, conf, [True, False, False])[0]
-    # One input channel: (B, L, C_out) @ (C_out, k*k), then fold the taps.
+    # One input channel: per pixel, its C_out channels times the (C_out, k*k) taps; fold them.
     (kh, kw), (h, w) = weight.shape[-2:], x.shape[-2:]
     taps = _pixelwise(grad_out, weight.reshape(-1, kh * kw))
     return F.fold(taps, (h, w), (kh, kw), padding=conf[1])
