@@ -1,4 +1,4 @@
-"""LipSwish and CLipSwish are 1-Lipschitz; the activation factory; the compiled kernels."""
+"""LipSwish and CLipSwish are 1-Lipschitz; the activation factory; the fused kernels."""
 
 import os
 import shutil
@@ -127,6 +127,7 @@ _NO_COMPILER = not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "
 @pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")) or _NO_COMPILER, reason="no compilation here")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
+    """The compiled route (other devices than the CPU), run here on CPU tensors."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()  # other tests' variants count towards torch's recompile limit
@@ -137,7 +138,7 @@ def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
     grad, gg = torch.randn_like(x), torch.randn_like(x)
     inputs = {0: (x, beta), 1: (grad, x, beta), 2: (gg, grad, x, beta)}
     for i, kernel in enumerate(_fused_kernels()):
-        fused_out, eager_out = kernel(*inputs[i]), kernel.eager(*inputs[i])
+        fused_out, eager_out = kernel.compiled(*inputs[i]), kernel.eager(*inputs[i])
         assert not kernel.failures, kernel.failures
         assert counters["stats"]["unique_graphs"] == i + 1  # compiled, not run eagerly
         for a, b in zip(torch.utils._pytree.tree_leaves(fused_out), torch.utils._pytree.tree_leaves(eager_out)):
@@ -147,7 +148,7 @@ def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
 def test_fused_formula_falls_back_to_eager_once_with_a_warning():
     from iresnet.lipschitz._fusion import fused
 
-    @fused
+    @fused()
     def data_dependent(x):
         # A Python branch on a value: fullgraph compilation refuses it.
         return x * 2 if x.sum().item() > 0 else x
@@ -161,15 +162,22 @@ def test_fused_formula_falls_back_to_eager_once_with_a_warning():
         torch.testing.assert_close(data_dependent(-x), -x)  # eager from now on, silently
 
 
-@pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")) or _NO_COMPILER, reason="no compilation here")
-def test_lipswish_compiles_in_training_mode_only():
+@pytest.mark.skipif(_NO_COMPILER or os.environ.get("IRESNET_NATIVE") == "0", reason="no native code here")
+def test_lipswish_runs_native_kernels_in_training_mode_only_and_never_compiles_on_the_cpu(monkeypatch):
     from torch._dynamo.utils import counters
 
+    from iresnet.native import lipswish as native
+
+    used = []
+    function = native._function
+    monkeypatch.setattr(native, "_function", lambda name, x: used.append(name) or function(name, x))
     torch._dynamo.reset()
     counters.clear()
     act = LipSwish(3)
     x = torch.randn(4, 3, 5, 5, requires_grad=True)
-    for training, graphs in ((False, 0), (True, 1)):
+    for training, kernels in ((False, []), (True, ["forward", "beta_grad"])):
         act.train(training)
-        torch.autograd.grad(act(x).sum(), x)
-        assert counters["stats"]["unique_graphs"] == graphs
+        used.clear()
+        torch.autograd.grad(act(x), (x, act.raw_beta), torch.randn_like(x))
+        assert used == kernels
+    assert counters["stats"]["unique_graphs"] == 0

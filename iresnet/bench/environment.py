@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 import iresnet
+from iresnet.native import load_library
 
 
 def cpu_model() -> str:
@@ -50,4 +51,6 @@ def environment(device: torch.device) -> dict[str, object]:
         "platform": platform.platform(),
         "iresnet": iresnet.__version__,
         "git": git_commit(),
+        # whether the native allocator and LipSwish loops run (else PyTorch code, slower)
+        "native": {name: load_library(name) is not None for name in ("large_block_cache", "lipswish")},
     }

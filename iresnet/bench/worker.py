@@ -24,6 +24,7 @@ from iresnet.bench.memory import peak_cuda_mib, peak_rss_mib
 from iresnet.bench.runs import BenchmarkError
 from iresnet.logdet import PowerSeriesLogDet
 from iresnet.metrics import bits_per_dim
+from iresnet.native import install_large_block_cache
 from iresnet.runtime import retain_freed_memory
 
 
@@ -69,4 +70,5 @@ def measure_in_subprocess(spec: dict) -> dict[str, object]:
 
 if __name__ == "__main__":
     retain_freed_memory()  # as the command-line tools do
+    install_large_block_cache()
     print(json.dumps(measure(json.loads(sys.argv[1]))))

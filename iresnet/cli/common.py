@@ -15,6 +15,7 @@ from torch import nn
 
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
+from iresnet.native import install_large_block_cache
 from iresnet.runtime import retain_freed_memory
 from iresnet.training import TrainingDivergedError
 
@@ -24,6 +25,7 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 # Every entry point trains or evaluates: reuse freed feature maps instead of faulting in pages.
 retain_freed_memory()
+install_large_block_cache()
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
 USER_ERRORS = (

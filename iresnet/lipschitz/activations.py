@@ -24,6 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from iresnet.lipschitz._engine import engine_will_reach, gradient_node
 from iresnet.lipschitz._fusion import fused
+from iresnet.native.lipswish import lipswish_and_slope, lipswish_beta_grad, lipswish_slope_grads
 
 LIPSWISH_SCALE = 1.1
 CLIPSWISH_SCALE = 1.004
@@ -34,7 +35,7 @@ def _lipswish(x: Tensor, beta: Tensor) -> Tensor:
     return F.silu(x * beta).mul_(1 / (LIPSWISH_SCALE * beta))
 
 
-@fused
+@fused(native=lipswish_and_slope)
 def _lipswish_and_slope(x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     """``(f(x), f'(x))``."""
     z = x * beta
@@ -53,14 +54,14 @@ def _silu_curvature(z: Tensor, s: Tensor, slope: Tensor) -> Tensor:
     return torch.addcmul(z.new_full((), 2.0), z, torch.sub(1, s, alpha=2)).mul_(slope)
 
 
-@fused
+@fused(native=lipswish_beta_grad)
 def _lipswish_beta_grad(grad: Tensor, x: Tensor, beta: Tensor) -> Tensor:
     """``sum grad df/dbeta``, summed to ``beta``'s shape."""
     _, slope = _sigmoid_slope(x * beta)
     return (grad * slope).mul_(x).mul_(x).sum_to_size(beta.shape) / LIPSWISH_SCALE
 
 
-@fused
+@fused(native=lipswish_slope_grads)
 def _lipswish_slope_grads(gg_x: Tensor, grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     """``(d/dx, d/dbeta)`` of ``<gg_x, grad f'(x)>``: ``gg_x grad f''(x)`` and the sum of
     ``gg_x grad df'/dbeta`` to ``beta``'s shape."""
@@ -77,8 +78,8 @@ class _LipSwishFunction(torch.autograd.Function):
     ``f'`` stored in the forward pass each product costs one multiply instead of autograd's
     chain of sigmoid, multiply and divide nodes. The hidden tensors are large and every
     elementwise pass over them costs memory bandwidth, so with ``fused`` (training) the other
-    formulas run compiled into one loop each (:func:`iresnet.lipschitz._fusion.fused`; their
-    eager form is arranged around torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and
+    formulas run as one loop each (:func:`iresnet.lipschitz._fusion.fused`: native on the CPU,
+    compiled elsewhere; their eager form is arranged around torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and
     ``beta x`` is recomputed there rather than stored. With ``z = beta x``, ``s = sigmoid(z)``,
     ``silu'(z) = s (1 + z (1 - s))`` and ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
 
@@ -174,8 +175,8 @@ class LipSwish(nn.Module):
         if not torch.is_grad_enabled():
             # Inference (e.g. fixed-point inversion) needs no stored derivative.
             return _lipswish(x, beta)
-        # Compiled kernels in training only: there hundreds of steps repay the compilation (about
-        # 2 s), while an evaluation's time goes to the series' products, which fusion cannot help.
+        # Fused kernels in training only: there hundreds of steps repay a compilation (about 2 s
+        # per process with torch.compile), while an evaluation's time goes to the series' products, which fusion cannot help.
         return _LipSwishFunction.apply(x, beta, self.training)
 
 

@@ -1,0 +1,164 @@
+"""Native code: LipSwish loops against their PyTorch formulas, the large-block allocator, the build."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from iresnet.lipschitz import activations
+from iresnet.native import lipswish as native
+
+_NO_NATIVE = os.environ.get("IRESNET_NATIVE") == "0" or not any(
+    shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++")
+)
+needs_native = pytest.mark.skipif(_NO_NATIVE, reason="no C++ compiler, or IRESNET_NATIVE=0")
+
+# (name, x shape, beta shape, memory format): channels-last and contiguous maps, a (B, C)
+# matrix, one shared beta, and sizes that leave partial vectors and take the parallel path.
+LAYOUTS = [
+    ("channels_last", (3, 19, 29, 31), (19, 1, 1), torch.channels_last),
+    ("contiguous", (3, 19, 29, 31), (19, 1, 1), torch.contiguous_format),
+    ("beta_1c11", (2, 5, 3, 7), (1, 5, 1, 1), torch.channels_last),
+    ("matrix", (37, 13), (13,), torch.contiguous_format),
+    ("shared_beta", (2, 4, 9, 9), (1, 1, 1), torch.channels_last),
+    ("small", (1, 3, 1, 1), (3, 1, 1), torch.contiguous_format),
+]
+
+
+def _inputs(shape, beta_shape, memory_format, dtype, n_maps):
+    torch.manual_seed(0)
+    maps = [(3 * torch.randn(shape, dtype=dtype)).contiguous(memory_format=memory_format) for _ in range(n_maps)]
+    return maps, torch.rand(beta_shape, dtype=dtype) + 0.3
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[layout[0] for layout in LAYOUTS])
+def test_native_lipswish_matches_its_formulas(layout, dtype):
+    _, shape, beta_shape, memory_format = layout
+    (gg, grad, x), beta = _inputs(shape, beta_shape, memory_format, dtype, 3)
+    cases = [
+        (native.lipswish_and_slope, activations._lipswish_and_slope.eager, (x, beta)),
+        (native.lipswish_beta_grad, activations._lipswish_beta_grad.eager, (grad, x, beta)),
+        (native.lipswish_slope_grads, activations._lipswish_slope_grads.eager, (gg, grad, x, beta)),
+    ]
+    for twin, formula, args in cases:
+        got, expected = twin(*args), formula(*args)
+        assert got is not None, twin.__name__
+        for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(expected)):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            if a.shape == x.shape:
+                assert a.stride() == x.stride()  # laid out as x
+            torch.testing.assert_close(a, b, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6)
+
+
+@needs_native
+def test_native_lipswish_declines_what_it_does_not_take():
+    (grad, x), beta = _inputs((2, 4, 6, 6), (4, 1, 1), torch.channels_last, torch.float32, 2)
+    declined = [
+        (x.half(), beta.half()),  # dtype
+        (x, beta.double()),  # mixed dtypes
+        (x[:, :, ::2], beta),  # not dense
+        (x.permute(0, 2, 1, 3), beta),  # another layout
+        (x, torch.rand(4, 1)),  # beta along another dim
+        (x, torch.rand(3, 1, 1)),  # beta of another size
+    ]
+    for args in declined:
+        assert native.lipswish_and_slope(*args) is None
+    assert native.lipswish_beta_grad(grad.contiguous(), x, beta) is None  # strides differ from x's
+    torch.testing.assert_close(  # ... and the formula runs instead
+        activations._lipswish_beta_grad(grad.contiguous(), x, beta), activations._lipswish_beta_grad.eager(grad, x, beta)
+    )
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+@needs_native
+def test_large_block_cache_reuses_blocks_without_page_faults_and_keeps_results():
+    done = _run("""
+        import json, resource, torch
+        from iresnet.native import install_large_block_cache, large_block_cache_stats
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(64, 3, 3))
+        x = torch.randn(16, 3, 32, 32)
+        def grads():
+            net.zero_grad()
+            net(x).square().sum().backward()
+            return [p.grad.clone() for p in net.parameters()]
+        before = grads()
+        assert large_block_cache_stats() is None
+        assert install_large_block_cache()
+        assert install_large_block_cache()  # a second call changes nothing
+        same = all(torch.equal(a, b) for a, b in zip(before, grads()))
+        def step():
+            a = torch.empty(32, 64, 28, 28).fill_(1.0)  # 6.4 MB
+            b = torch.empty(64, 64, 14, 14).fill_(2.0)  # 3.2 MB
+            del a, b
+            c = torch.empty(64, 64, 14, 14).fill_(3.0)  # a freed 6.4 MB block serves it
+            torch.empty(100).fill_(0.0)  # small: the default allocator's
+            del c
+        for _ in range(3):
+            step()
+        start = large_block_cache_stats()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            step()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        end = large_block_cache_stats()
+        for _ in range(4):  # larger blocks than any cached one: idle blocks are unmapped first
+            blocks = [torch.empty(4 << 20) for _ in range(3)]
+            del blocks
+        print(json.dumps({"same": same, "faults": faults, "start": start, "end": end, "last": large_block_cache_stats()}))
+    """)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    start, end, last = result["start"], result["end"], result["last"]
+    assert result["same"]  # the allocator does not change what is computed
+    assert end["misses"] == start["misses"] and end["hits"] - start["hits"] == 60
+    assert result["faults"] < 200  # 20 steps of 16 MB in fresh pages would fault ~80,000 times
+    assert end["in_use"] == 0 and end["mapped"] <= end["peak_in_use"]
+    assert last["unmapped"] > 0 and last["mapped"] <= last["peak_in_use"]
+
+
+def test_native_code_can_be_turned_off_and_a_failed_build_falls_back(tmp_path):
+    code = """
+        import warnings, torch
+        from iresnet.lipschitz import LipSwish
+        from iresnet.native import install_large_block_cache
+        from iresnet.native.build import failures
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            installed = install_large_block_cache()
+            act = LipSwish(3).double().train()
+            x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+            ok = torch.autograd.gradgradcheck(act, (x,))
+        print(installed, ok, sorted(failures), [str(w.message) for w in caught])
+    """
+    off = _run(code, IRESNET_NATIVE="0")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.startswith("False True ['large_block_cache', 'lipswish'] []")  # silent
+    broken = _run(code, CXX=str(tmp_path / "no-such-compiler"), IRESNET_CACHE_DIR=str(tmp_path / "cache"))
+    assert broken.returncode == 0, broken.stderr
+    assert broken.stdout.startswith("False True ['large_block_cache', 'lipswish']")
+    assert broken.stdout.count("building its native code") == 2  # once per library
+    assert "Set IRESNET_NATIVE=0" in broken.stdout
+
+
+@needs_native
+def test_command_line_tools_install_the_large_block_cache():
+    done = _run("""
+        import iresnet.cli.common
+        from iresnet.native import large_block_cache_stats
+        print(large_block_cache_stats() is not None)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "True"
