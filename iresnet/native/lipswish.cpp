@@ -19,10 +19,11 @@ constexpr double kScale = 1.1;  // LipSwish divides by 1.1 so that |f'| <= 1
 constexpr int64_t kParallelMin = 1 << 15;  // smaller tensors run on one thread
 constexpr int64_t kFlushRows = 64;
 
+// exp to 2 ulp (ATen's exp_u20, as Inductor's loops use) instead of 1: 25-30% faster loops.
 template <typename T>
 Vec<T> sigmoid(const Vec<T>& z) {
   const Vec<T> one(T(1));
-  return one / (one + z.neg().exp());
+  return one / (one + z.neg().exp_u20());
 }
 
 // Adds the first n lanes of v into into[0..n).
