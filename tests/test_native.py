@@ -132,6 +132,25 @@ def test_large_block_cache_reuses_blocks_without_page_faults_and_keeps_results()
     assert last["unmapped"] > 0 and last["mapped"] <= last["peak_in_use"]
 
 
+@needs_native
+def test_large_block_cache_gives_back_idle_blocks_when_the_system_is_out_of_memory():
+    done = _run("""
+        import resource, torch
+        from iresnet.native import install_large_block_cache, large_block_cache_stats
+        install_large_block_cache()
+        blocks = [torch.empty(5 << 20) for _ in range(10)]  # 10 x 20 MiB, cached when freed
+        del blocks
+        vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) << 10
+        # 50 MiB below the current size: a 100 MiB block fits only once every idle block is gone
+        # (the cache by itself keeps 100 MiB of them: its peak in use was 200 MiB)
+        resource.setrlimit(resource.RLIMIT_AS, (vm - (50 << 20), resource.RLIM_INFINITY))
+        big = torch.empty(25 << 20).fill_(1.0)
+        print(large_block_cache_stats()["unmapped"])
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "10"
+
+
 def test_native_code_can_be_turned_off_and_a_failed_build_falls_back(tmp_path):
     code = """
         import warnings, torch

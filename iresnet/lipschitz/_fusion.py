@@ -4,9 +4,9 @@ A LipSwish derivative is a handful of elementwise operations over the hidden fea
 eagerly, each is its own pass over memory (a 32x64x28x28 map is 6.4 MB), and such passes were
 a third of a training step. On the CPU, a formula given a ``native`` twin
 (:mod:`iresnet.native.lipswish`, compiled with g++ at first use, about 2 s once per machine)
-runs as that twin: on that map the second-derivative terms take 0.8 ms instead of 9.0 ms
-eagerly (1.5 ms compiled by Inductor), without importing Inductor (about 70 MiB of resident
-memory). On other devices, and for formulas without a twin, ``torch.compile`` fuses the
+runs as that twin: on that map the second-derivative terms take 0.54-0.59 ms instead of
+4.2-4.9 ms eagerly (0.78 ms compiled by Inductor), without importing Inductor (about 70 MiB of
+resident memory). On other devices, and for formulas without a twin, ``torch.compile`` fuses the
 formula, at about 2 s per process.
 
 Where neither applies (no C++ compiler or Triton, ``IRESNET_NATIVE=0`` on the CPU, a layout or

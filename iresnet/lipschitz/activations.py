@@ -79,9 +79,10 @@ class _LipSwishFunction(torch.autograd.Function):
     chain of sigmoid, multiply and divide nodes. The hidden tensors are large and every
     elementwise pass over them costs memory bandwidth, so with ``fused`` (training) the other
     formulas run as one loop each (:func:`iresnet.lipschitz._fusion.fused`: native on the CPU,
-    compiled elsewhere; their eager form is arranged around torch's fused SiLU kernels, ``silu(z) = z sigmoid(z)``), and
-    ``beta x`` is recomputed there rather than stored. With ``z = beta x``, ``s = sigmoid(z)``,
-    ``silu'(z) = s (1 + z (1 - s))`` and ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
+    compiled elsewhere; their eager form is arranged around torch's fused SiLU kernels,
+    ``silu(z) = z sigmoid(z)``), and ``beta x`` is recomputed there rather than stored. With
+    ``z = beta x``, ``s = sigmoid(z)``, ``silu'(z) = s (1 + z (1 - s))`` and
+    ``silu''(z) = s (1 - s) (2 + z (1 - 2s))``:
 
         f(x)         = silu(z) / (1.1 beta)
         f'(x)        = silu'(z) / 1.1
@@ -176,7 +177,8 @@ class LipSwish(nn.Module):
             # Inference (e.g. fixed-point inversion) needs no stored derivative.
             return _lipswish(x, beta)
         # Fused kernels in training only: there hundreds of steps repay a compilation (about 2 s
-        # per process with torch.compile), while an evaluation's time goes to the series' products, which fusion cannot help.
+        # per process with torch.compile), while an evaluation's time goes to the series'
+        # products, which fusion cannot help.
         return _LipSwishFunction.apply(x, beta, self.training)
 
 

@@ -79,25 +79,47 @@ class LargeBlockCache final : public c10::Allocator {
         return block;
       }
       stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use + size);
-      while (stats_.mapped + size > stats_.peak_in_use && !free_.empty()) {
-        auto largest = std::prev(free_.end());
-        void* block = largest->second.back();
-        largest->second.pop_back();
-        unmap.emplace_back(block, largest->first);
-        sizes_.erase(block);
-        stats_.mapped -= largest->first;
-        stats_.unmapped++;
-        if (largest->second.empty()) free_.erase(largest);
-      }
+      unmap = take_free_blocks_while([&] { return stats_.mapped + size > stats_.peak_in_use; });
     }
-    for (auto& [block, size] : unmap) munmap(block, size);
+    for (auto& [block, bytes] : unmap) munmap(block, bytes);
     return nullptr;
+  }
+
+  // Removes the largest free blocks from the cache while more_needed() (call with the lock
+  // held); the caller unmaps them after releasing it.
+  template <typename Predicate>
+  std::vector<std::pair<void*, size_t>> take_free_blocks_while(Predicate more_needed) {
+    std::vector<std::pair<void*, size_t>> taken;
+    while (!free_.empty() && more_needed()) {
+      auto largest = std::prev(free_.end());
+      void* block = largest->second.back();
+      largest->second.pop_back();
+      taken.emplace_back(block, largest->first);
+      sizes_.erase(block);
+      stats_.mapped -= largest->first;
+      stats_.unmapped++;
+      if (largest->second.empty()) free_.erase(largest);
+    }
+    return taken;
+  }
+
+  void unmap_all_free_blocks() {
+    std::vector<std::pair<void*, size_t>> unmap;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      unmap = take_free_blocks_while([] { return true; });
+    }
+    for (auto& [block, bytes] : unmap) munmap(block, bytes);
   }
 
   void* map_block(size_t size) {
     void* block = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    TORCH_CHECK(block != MAP_FAILED, "iresnet's large-block cache could not map ", size,
-                " bytes: out of memory (IRESNET_NATIVE=0 turns the cache off)");
+    if (block == MAP_FAILED) {  // out of memory: give back every idle block and try once more
+      unmap_all_free_blocks();
+      block = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
+    TORCH_CHECK(block != MAP_FAILED, "not enough memory: you tried to allocate ", size,
+                " bytes (iresnet's large-block cache; IRESNET_NATIVE=0 turns it off)");
     std::lock_guard<std::mutex> lock(mutex_);
     sizes_[block] = size;
     stats_.mapped += size;
