@@ -187,3 +187,25 @@ def test_random_mlp_inverts_too():
     for solver in (FixedPointInverse(atol=1e-9, rtol=0.0), AndersonInverse(atol=1e-9, rtol=0.0)):
         x_rec, stats = solver(net, y)
         assert stats.converged and (x_rec - x).abs().max() < 1e-7
+
+
+@pytest.mark.parametrize("solver_cls", [FixedPointInverse, AndersonInverse])
+def test_solvers_evaluate_without_tf32_and_restore_the_callers_settings(solver_cls):
+    """TF32 (torch's default for cuDNN convolutions on recent GPUs) rounds at 1e-3: a float32
+    inverse to 1e-6 needs full precision while it iterates."""
+    seen = []
+
+    def fn(x):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()))
+        return 0.5 * torch.tanh(x)
+
+    before = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        solver_cls()(fn, torch.randn(4, 3))
+        assert seen and set(seen) == {(False, "highest")}
+        assert (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) == (True, "high")
+    finally:
+        torch.backends.cudnn.allow_tf32 = before[0]
+        torch.set_float32_matmul_precision(before[1])

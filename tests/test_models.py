@@ -137,3 +137,24 @@ def test_first_branch_pre_activation_option_keeps_old_checkpoints_loadable(compo
     reloaded.load_state_dict(old.state_dict())  # strict: the layouts match
     with pytest.raises(RuntimeError, match="Missing key|Unexpected key"):
         new.load_state_dict(old.state_dict())
+
+
+def test_reconstruct_and_the_inversion_benchmark_encode_without_tf32(monkeypatch):
+    """On GPUs torch runs convolutions in TF32 by default; a code computed that way differs by
+    ~1e-4 from the function the (full-precision) inverse inverts."""
+    from iresnet.bench.inversion import encode
+
+    torch.manual_seed(0)
+    model = ResidualFlow(input_shape=(1, 8, 8), n_blocks=[1, 1], hidden_channels=8, fc_blocks=1, fc_hidden=8)
+    x = torch.rand(2, 1, 8, 8) * 0.9 + 0.05
+    model(x)  # initializes ActNorm
+    model.eval()
+    seen = []
+    forward = ResidualFlow.forward
+    monkeypatch.setattr(
+        ResidualFlow, "forward", lambda self, x: seen.append(torch.backends.cudnn.allow_tf32) or forward(self, x)
+    )
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    model.reconstruct(x)
+    encode(model, x)
+    assert seen == [False, False] and torch.backends.cudnn.allow_tf32

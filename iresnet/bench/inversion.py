@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from iresnet.bench.evaluation import swapped, synchronize
-from iresnet.inverse import AndersonInverse, FixedPointInverse, InverseConvergenceWarning
+from iresnet.inverse import AndersonInverse, FixedPointInverse, InverseConvergenceWarning, full_float32_precision
 from iresnet.logdet import PowerSeriesLogDet
 from iresnet.models import FlowModel
 
@@ -18,8 +18,9 @@ SOLVERS = {"fixed_point": FixedPointInverse, "anderson": AndersonInverse}
 
 @torch.no_grad()
 def encode(model: FlowModel, x: Tensor) -> Tensor:
-    """``z = f(x)``; the log-determinant, which inversion does not need, with a 1-term series."""
-    with swapped(model, "logdet", PowerSeriesLogDet(n_terms=1)):
+    """``z = f(x)`` without TF32, as the inverse runs; the log-determinant, which inversion does
+    not need, with a 1-term series."""
+    with swapped(model, "logdet", PowerSeriesLogDet(n_terms=1)), full_float32_precision():
         return model(x)[0]
 
 

@@ -4,7 +4,7 @@ Each solver is called as ``solver(fn, y) -> (x, InverseStats)``.
 """
 
 from iresnet.inverse.anderson import AndersonInverse
-from iresnet.inverse.base import InverseSolver
+from iresnet.inverse.base import InverseSolver, full_float32_precision
 from iresnet.inverse.factory import get_inverse_solver
 from iresnet.inverse.fixed_point import FixedPointInverse
 from iresnet.inverse.stats import InverseConvergenceError, InverseConvergenceWarning, InverseStats
@@ -16,5 +16,6 @@ __all__ = [
     "InverseConvergenceWarning",
     "InverseSolver",
     "InverseStats",
+    "full_float32_precision",
     "get_inverse_solver",
 ]

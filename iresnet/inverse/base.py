@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import torch
@@ -38,6 +39,25 @@ class SolverState(Protocol):
     def select(self, keep: Tensor) -> SolverState: ...
 
 
+@contextmanager
+def full_float32_precision() -> Iterator[None]:
+    """Convolutions and matrix products in full float32 inside, not TF32.
+
+    torch runs cuDNN convolutions in TF32 by default on recent GPUs (and matrix products where
+    ``torch.set_float32_matmul_precision`` allows it): 10 mantissa bits, a relative error near
+    1e-3, far above the residuals a float32 inverse reaches (1e-6), so the iteration would stall
+    above its tolerance. Restores the caller's settings on exit.
+    """
+    cudnn_tf32, matmul_precision = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.set_float32_matmul_precision(matmul_precision)
+
+
 def require(ok: bool, message: str) -> None:
     """Raise ``ValueError(message)`` (which names the bad value and the fix) unless ``ok``."""
     if not ok:
@@ -51,9 +71,10 @@ def is_int_at_least(value: object, low: int) -> bool:
 class InverseSolver(ABC):
     """Callable ``solver(fn, y) -> (x, InverseStats)`` solving ``x + fn(x) = y`` for ``y: (B, ...)``.
 
-    Runs without an autograd graph. If some sample has not converged after ``max_iter``
-    iterations it raises :class:`InverseConvergenceError` (``on_failure="raise"``) or warns
-    with :class:`InverseConvergenceWarning` and returns the last iterates (``"warn"``).
+    Runs without an autograd graph and without TF32 (:func:`full_float32_precision`). If some
+    sample has not converged after ``max_iter`` iterations it raises
+    :class:`InverseConvergenceError` (``on_failure="raise"``) or warns with
+    :class:`InverseConvergenceWarning` and returns the last iterates (``"warn"``).
     ``last_stats`` holds the stats of the latest call (also when it raised).
     """
 
@@ -86,7 +107,7 @@ class InverseSolver(ABC):
         self, fn: Callable[[Tensor], Tensor], y: Tensor, eps: float | None = None
     ) -> tuple[Tensor, InverseStats]:
         """Solves ``x + fn(x) = y``; ``eps`` is the precision ``fn`` computes in (default: ``y``'s)."""
-        with torch.no_grad():
+        with torch.no_grad(), full_float32_precision():
             x, stats, n_running = self._solve(fn, y, torch.finfo(y.dtype).eps if eps is None else eps)
         self.last_stats = stats
         if not stats.converged:

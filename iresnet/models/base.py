@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from iresnet.flows import Flow, ResidualBlock
+from iresnet.inverse import full_float32_precision
 
 
 class FlowModel(Flow):
@@ -35,12 +36,14 @@ class FlowModel(Flow):
     def reconstruct(self, x: Tensor) -> Tensor:
         """``inverse(forward(x))``, the invertibility check, with float64 iterates.
 
-        The code is computed in the model's precision; the inverse keeps its iterates in
-        float64 while the residual branches run in the weights' dtype, which removes the float32
-        rounding floor of the fixed-point residual (about 1e-4 in image space for a trained
-        MNIST flow, about 1e-6 this way).
+        The code is computed in the model's precision, without TF32 (as the inverse runs: a
+        TF32 forward pass alone differs by ~1e-4 in image space); the inverse keeps its iterates
+        in float64 while the residual branches run in the weights' dtype, which removes the
+        float32 rounding floor of the fixed-point residual (about 1e-4 in image space for a
+        trained MNIST flow, about 1e-6 this way).
         """
-        z, _ = self(x)
+        with full_float32_precision():
+            z, _ = self(x)
         return self.inverse(z.double()).to(x.dtype)
 
     def residual_blocks(self) -> list[ResidualBlock]:
