@@ -70,7 +70,8 @@ def _build(name: str) -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    command = _command(source, Path("OUT"), compiler)
+    # the source's text, not its path: an editable and a plain install share the library
+    command = _command(Path("SOURCE"), Path("OUT"), compiler)
     key = hashlib.sha256("\0".join([source.read_text(), *command, torch.__version__, version]).encode())
     target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if target.is_file():
