@@ -7,7 +7,7 @@ with :func:`iresnet.runtime.retain_freed_memory`, from its heap, where maps of d
 leave gaps that stay resident (a 420 MiB heap for 265 MiB in use at the peak).
 :mod:`large_block_cache.cpp <iresnet.native>` keeps freed blocks of at least ``min_bytes`` by
 size class and hands them out again, unmapping idle ones only when a new size needs pages
-beyond 1.25 times the peak in use: no page faults in a steady state, and about 200 MiB less
+beyond 1.25 times the peak in use: no page faults in a steady state, and 80-125 MiB less peak
 resident memory on the benchmark protocol (docs/benchmarks.md).
 """
 
