@@ -70,6 +70,7 @@ def test_native_lipswish_declines_what_it_does_not_take():
         (x.permute(0, 2, 1, 3), beta),  # another layout
         (x, torch.rand(4, 1)),  # beta along another dim
         (x, torch.rand(3, 1, 1)),  # beta of another size
+        (x.flatten()[:4], torch.rand(4)),  # no channel dim
     ]
     for args in declined:
         assert native.lipswish_and_slope(*args) is None

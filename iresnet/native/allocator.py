@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes
 
-from iresnet.native.build import enabled, load_library
+from iresnet.native.build import load_library
 
 MIN_BLOCK_BYTES = 256 << 10
 _STATS = ("mapped", "peak_mapped", "in_use", "peak_in_use", "hits", "misses", "unmapped")
@@ -41,7 +41,7 @@ def large_block_cache_stats() -> dict[str, int] | None:
     """The cache's counters, or None where it is not installed: bytes ``mapped``, ``in_use``
     and their peaks, and numbers of blocks: ``hits`` (reused), ``misses`` (mapped anew),
     ``unmapped``."""
-    library = load_library("large_block_cache") if enabled() else None
+    library = load_library("large_block_cache")
     if library is None:
         return None
     values = (ctypes.c_size_t * len(_STATS))()

@@ -47,8 +47,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "iresnet" / "native"
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+@functools.cache
+def _compiler() -> tuple[str, str]:
+    """The C++ compiler's command and its ``--version`` text (part of the cache key)."""
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
+    return compiler, subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
 
 
 def _command(source: Path, output: Path, compiler: str) -> list[str]:
@@ -66,10 +71,7 @@ def _command(source: Path, output: Path, compiler: str) -> list[str]:
 def _build(name: str) -> Path:
     """The compiled library of ``SOURCES/<name>.cpp``, built now if not in the cache."""
     source = SOURCES / f"{name}.cpp"
-    compiler = _compiler()
-    if compiler is None:
-        raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    compiler, version = _compiler()
     # the source's text, not its path: an editable and a plain install share the library
     command = _command(Path("SOURCE"), Path("OUT"), compiler)
     key = hashlib.sha256("\0".join([source.read_text(), *command, torch.__version__, version]).encode())

@@ -33,10 +33,12 @@ def _layout(x: Tensor, beta: Tensor, *others: Tensor) -> tuple[int, int, int] | 
         return None
     if beta.numel() == 1:
         return 1, 1, x.numel()
+    if x.ndim < 2:
+        return None
     # beta broadcast to x: its size along x's dim 1, ones elsewhere
     aligned = (1,) * (x.ndim - beta.ndim) + tuple(beta.shape)
     channels = x.shape[1]
-    if x.ndim < 2 or aligned != (1, channels, *([1] * (x.ndim - 2))):
+    if aligned != (1, channels, *([1] * (x.ndim - 2))):
         return None
     inner = 1 if channels_last else math.prod(x.shape[2:])
     return x.numel() // (channels * inner), channels, inner
