@@ -1,9 +1,24 @@
-"""Process settings for long training and evaluation runs, applied by the command-line tools."""
+"""Process settings for long training and evaluation runs: applied by commands, never on import.
+
+Each command applies its config's ``runtime`` group in ``main()`` (:func:`apply_runtime`) and
+prints what it applied; a script or notebook may call the same functions. Nothing here runs when
+a module is imported: a library must not change the process it is imported into.
+
+The CPU allocator itself is not replaced here. tcmalloc or jemalloc are used the standard way,
+by preloading them (``LD_PRELOAD``, as torch's own CPU launcher does), and glibc's malloc is
+tuned through its own parameters (``mallopt`` here, or the ``MALLOC_*_`` / ``GLIBC_TUNABLES``
+environment variables); docs/benchmarks.md has the measured trade-offs.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -11,25 +26,72 @@ _M_MMAP_THRESHOLD = -3
 # Feature maps of a chunk (6.4 MB for 32x64x28x28) sit well below this; larger blocks are
 # still mapped and returned to the system when freed.
 RETAINED_BLOCK_BYTES = 64 << 20
+MALLOC_MODES = ("retain", "default")
+# Lightning's notes that do not apply to iresnet's runs: the EMA copy is in eval mode on purpose,
+# and its own deprecation notice about torch's pytree API.
+LIGHTNING_NOTES = (r".*module\(s\) in eval mode.*", r".*treespec, LeafSpec.*")
+# Allocators recognised in LD_PRELOAD, for the printed summary.
+_PRELOADED = {"tcmalloc": "tcmalloc", "jemalloc": "jemalloc", "mimalloc": "mimalloc"}
 
 
 def retain_freed_memory(block_bytes: int = RETAINED_BLOCK_BYTES) -> bool:
-    """Keeps blocks up to ``block_bytes`` in the heap after they are freed (glibc only).
+    """Keeps blocks up to ``block_bytes`` in glibc's heap after they are freed (``mallopt``).
 
     By default glibc serves large blocks with fresh ``mmap``s and unmaps them when freed, and
     trims the heap's free top, so each of a training step's hundreds of feature-map tensors
     comes back as new pages that the kernel faults in and zeroes: 70-220 thousand page faults
     per protocol step (docs/benchmarks.md), 10-20% of its time. Served from the heap, freed
-    blocks are reused; the peak resident memory is unchanged (the peak needs those pages
-    anyway), but the process holds its high-water mark until it exits.
+    blocks are reused; the process then holds its high-water mark until it exits.
 
-    Returns whether the setting was applied: not on other C libraries, nor where the user set
-    glibc's own malloc tunables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or
-    ``GLIBC_TUNABLES``), which win.
+    Returns whether the setting was applied: not on other C libraries, not under a preloaded
+    allocator (which ignores it), nor where the user set glibc's own malloc tunables
+    (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES``), which win.
     """
     if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    if preloaded_allocator() is not None:
         return False
     libc = ctypes.CDLL(None)  # the symbols the interpreter is linked with, its C library's among them
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, block_bytes) and libc.mallopt(_M_TRIM_THRESHOLD, 2 * block_bytes))
+
+
+def preloaded_allocator() -> str | None:
+    """The allocator preloaded with ``LD_PRELOAD`` (``tcmalloc``, ``jemalloc``, ...), or None."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    return next((name for key, name in _PRELOADED.items() if key in preload), None)
+
+
+def apply_runtime(settings: Mapping[str, Any]) -> list[str]:
+    """Applies a ``runtime`` config; returns one line per setting, saying what was done.
+
+    Keys: ``threads`` (torch's intra-op threads; null keeps torch's choice), ``malloc``
+    (``retain``: :func:`retain_freed_memory`; ``default``: glibc as it is) and
+    ``quiet_lightning_notes`` (filter :data:`LIGHTNING_NOTES`).
+    """
+    unknown = sorted(set(settings) - {"threads", "malloc", "quiet_lightning_notes"})
+    if unknown:
+        raise ValueError(f"unknown runtime setting(s) {unknown}; valid: threads, malloc, quiet_lightning_notes.")
+    applied = []
+    threads = settings.get("threads")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"runtime.threads must be a positive integer or null, got {threads!r}.")
+        torch.set_num_threads(threads)
+    applied.append(f"torch threads {torch.get_num_threads()}" + ("" if threads is not None else " (torch's default)"))
+    malloc = settings.get("malloc", "default")
+    if malloc not in MALLOC_MODES:
+        raise ValueError(f"runtime.malloc must be one of {MALLOC_MODES}, got {malloc!r}.")
+    preloaded = preloaded_allocator()
+    if preloaded is not None:
+        applied.append(f"allocator {preloaded} (LD_PRELOAD)")
+    elif malloc == "retain" and retain_freed_memory():
+        applied.append(f"glibc malloc keeps freed blocks up to {RETAINED_BLOCK_BYTES >> 20} MiB (mallopt)")
+    else:
+        applied.append("malloc as configured by the environment")
+    if settings.get("quiet_lightning_notes", False):
+        for pattern in LIGHTNING_NOTES:
+            warnings.filterwarnings("ignore", message=pattern)
+        applied.append("Lightning's eval-mode and pytree notes muted")
+    return applied

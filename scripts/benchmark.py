@@ -1,7 +1,7 @@
 """The mnist5k-bench benchmark suite; the same as the ``iresnet-bench`` command.
 
-Usage: ``python scripts/benchmark.py [--quick] [--only train,eval] [--out results.json] [--md table.md]``;
-``--help`` lists every option, docs/benchmarks.md describes the protocol and the report.
+Usage: ``python scripts/benchmark.py [profile=quick] [sections=[train,eval]] [out=results.json]``;
+``--cfg job`` prints every setting, docs/benchmarks.md describes the protocol and the report.
 """
 
 from iresnet.cli.bench import main

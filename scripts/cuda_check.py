@@ -15,7 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from iresnet.lipschitz import LipSwish, activations
+from iresnet.lipschitz import LipSwish
+from iresnet.ops import lipswish as kernels
 from iresnet.metrics import bits_per_dim
 
 
@@ -25,9 +26,9 @@ def fused_kernels(device: torch.device) -> float:
     beta = torch.rand(64, 1, 1, device=device) + 0.3
     grad, gg = torch.randn_like(x), torch.randn_like(x)
     cases = [
-        (activations._lipswish_and_slope, (x, beta)),
-        (activations._lipswish_beta_grad, (grad, x, beta)),
-        (activations._lipswish_slope_grads, (gg, grad, x, beta)),
+        (kernels.lipswish_and_slope, (x, beta)),
+        (kernels.lipswish_beta_grad, (grad, x, beta)),
+        (kernels.lipswish_slope_grads, (gg, grad, x, beta)),
     ]
     worst = 0.0
     for kernel, args in cases:

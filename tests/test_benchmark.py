@@ -7,12 +7,9 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from iresnet.bench.settings import DEFAULT_SECTIONS
-from iresnet.cli.bench import main
+from iresnet.cli.bench import bench
 from iresnet.cli.train import build_module
 from iresnet.flows import ActNorm
-
-SMOKE = ["--quick", "--smoke", "--overwrite"]
 
 
 def test_protocol_config_is_the_protocol(compose_config):
@@ -44,11 +41,14 @@ def test_protocol_config_is_the_protocol(compose_config):
     assert flow.final_shape == (16, 7, 7) and flow.factored_dims == []
 
 
-def test_smoke_run_reports_every_section(tmp_path, capsys):
+def _smoke(compose_config, sections, *overrides):
+    return compose_config("bench", ["profile=smoke", f"sections=[{','.join(sections)}]", *overrides])
+
+
+def test_smoke_run_reports_every_section(compose_config, tmp_path, capsys):
     out, md = tmp_path / "results.json", tmp_path / "table.md"
-    sections = [s for s in DEFAULT_SECTIONS if s != "ddp"]  # ddp: test_smoke_ddp
-    runs = tmp_path / "runs"
-    main([*SMOKE, "--only", ",".join(sections), "--out", str(out), "--md", str(md), "--workdir", str(runs)])
+    sections = ["train", "memory", "eval", "inversion", "logdet", "spectral"]  # ddp: test_smoke_ddp
+    bench(_smoke(compose_config, sections, f"out={out}", f"md={md}"))
     report = json.loads(out.read_text())
     assert md.read_text() in capsys.readouterr().out
     assert report["protocol"] == "mnist5k-bench" and set(report["sections"]) == set(sections)
@@ -82,16 +82,16 @@ def test_smoke_run_reports_every_section(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_smoke_ddp(tmp_path):
-    report = main([*SMOKE, "--only", "ddp", "--workdir", str(tmp_path)])
+def test_smoke_ddp(compose_config):
+    report = bench(_smoke(compose_config, ["ddp"]))
     rows = report["sections"]["ddp"]["rows"]
     assert [r["processes"] for r in rows] == [1, 2] and [r["world_size"] for r in rows] == [1, 2]
     assert all(r["images_per_s"] > 0 for r in rows)
 
 
 @pytest.mark.slow
-def test_smoke_full_protocol(tmp_path):
-    report = main([*SMOKE, "--only", "full", "--workdir", str(tmp_path)])
+def test_smoke_full_protocol(compose_config):
+    report = bench(_smoke(compose_config, ["full"]))
     full = report["sections"]["full"]
     assert full["steps"] == 4 and full["images_per_s"] > 0
     assert 0 < full["test_bpd_ema"] < 20 and 0 < full["test_bpd_raw"] < 20
@@ -108,7 +108,14 @@ def test_peak_memory_is_the_child_process_own():
     del ballast
 
 
-def test_unknown_section_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--only", "train,nope"])
-    assert exit_info.value.code == 2 and "unknown section" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "override, message",
+    [("sections=[train,nope]", "unknown section"), ("train.variants=[series-x]", "unknown train.variants"),
+     ("memory.modes=[fast]", "unknown memory.modes")],
+)  # fmt: skip
+def test_unknown_names_are_user_errors(tmp_path, override, message):
+    done = subprocess.run(
+        ["iresnet-bench", "profile=smoke", override, f"paths.log_dir={tmp_path}"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0  # one line

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from iresnet.lipschitz import CLipSwish, LipSwish, activation_channel_multiplier, get_activation
-from iresnet.lipschitz.activations import CLIPSWISH_SCALE, LIPSWISH_SCALE
+from iresnet.lipschitz.activations import CLIPSWISH_SCALE
+from iresnet.ops import lipswish as kernels
+from iresnet.ops.lipswish import LIPSWISH_SCALE
 
 
 def _set_beta(act: LipSwish, beta: torch.Tensor) -> None:
@@ -90,7 +92,7 @@ def test_unknown_activation_lists_valid_names():
 
 def test_lipswish_hand_written_derivatives_match_autograd_to_second_order():
     """The fused LipSwish agrees with autograd of x*sigmoid(beta x)/1.1 in value, first and second derivatives."""
-    from iresnet.lipschitz.activations import _LipSwishFunction
+    from iresnet.ops.lipswish import _LipSwishFunction
 
     torch.manual_seed(0)
     x = torch.randn(3, 4, 2, 2, dtype=torch.float64, requires_grad=True)
@@ -116,9 +118,7 @@ def test_lipswish_skips_unrequested_beta_gradient_but_keeps_requested_one():
 
 
 def _fused_kernels():
-    from iresnet.lipschitz import activations as a
-
-    return [a._lipswish_and_slope, a._lipswish_beta_grad, a._lipswish_slope_grads]
+    return [kernels.lipswish_and_slope, kernels.lipswish_beta_grad, kernels.lipswish_slope_grads]
 
 
 _NO_COMPILER = not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
@@ -146,7 +146,7 @@ def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
 
 
 def test_fused_formula_falls_back_to_eager_once_with_a_warning():
-    from iresnet.lipschitz._fusion import fused
+    from iresnet.ops.fusion import fused
 
     @fused()
     def data_dependent(x):
@@ -163,21 +163,17 @@ def test_fused_formula_falls_back_to_eager_once_with_a_warning():
 
 
 @pytest.mark.skipif(_NO_COMPILER or os.environ.get("IRESNET_NATIVE") == "0", reason="no native code here")
-def test_lipswish_runs_native_kernels_in_training_mode_only_and_never_compiles_on_the_cpu(monkeypatch):
+def test_lipswish_runs_its_cpu_operators_in_training_mode_only_and_never_compiles_on_the_cpu():
     from torch._dynamo.utils import counters
 
-    from iresnet.native import lipswish as native
-
-    used = []
-    function = native._function
-    monkeypatch.setattr(native, "_function", lambda name, x: used.append(name) or function(name, x))
     torch._dynamo.reset()
     counters.clear()
     act = LipSwish(3)
     x = torch.randn(4, 3, 5, 5, requires_grad=True)
-    for training, kernels in ((False, []), (True, ["forward", "beta_grad"])):
+    for training, operators in ((False, set()), (True, {"iresnet::lipswish_and_slope", "iresnet::lipswish_beta_grad"})):
         act.train(training)
-        used.clear()
-        torch.autograd.grad(act(x), (x, act.raw_beta), torch.randn_like(x))
-        assert used == kernels
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            torch.autograd.grad(act(x), (x, act.raw_beta), torch.randn_like(x))
+        # the operators are ordinary torch.library operators: the profiler sees them
+        assert {e.name for e in profile.events() if e.name.startswith("iresnet::")} == operators
     assert counters["stats"]["unique_graphs"] == 0

@@ -62,11 +62,11 @@ def test_resume_restores_optimizer_ema_spectral_norms_and_rng(tmp_path, monkeypa
     assert seen["step"] == 4
     state = seen["state_dict"]
     assert state.keys() == saved["state_dict"].keys()
-    # Weights, EMA shadow (ema.module.*, ema.num_updates) and power-iteration vectors (_u, _v, _sigma).
+    # Weights, EMA shadow (ema.module.*, ema.n_averaged) and power-iteration vectors (_u, _v, _sigma).
     assert any(k.startswith("ema.") for k in state) and any(k.endswith("._u") for k in state)
     for key, value in saved["state_dict"].items():
         assert torch.equal(state[key], value), key
-    assert int(state["ema.num_updates"]) == 4
+    assert int(state["ema.n_averaged"]) == 4
     for got, want in zip(seen["optimizer"]["state"].values(), saved["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert torch.equal(seen["torch_rng"], saved["rng_states"]["torch"])
@@ -120,7 +120,7 @@ def test_training_killed_mid_epoch_resumes_from_the_last_saved_step(tmp_path):
     saved = read_checkpoint(last)
     killed_at = saved["global_step"]
     assert killed_at in (5, 10, 15, 20, 25)
-    assert int(saved["state_dict"]["ema.num_updates"]) == killed_at  # the average of those weights
+    assert int(saved["state_dict"]["ema.n_averaged"]) == killed_at  # the average of those weights
 
     resumed = run_script("iresnet-train", *args, "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

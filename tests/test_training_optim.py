@@ -37,15 +37,16 @@ def test_multi_tensor_optimizer_matches_the_per_tensor_loop(name, kernel):
     assert not torch.equal(fast[1].weight, _model()[1].weight)  # it did train
 
 
-def test_ema_follows_its_recursion_and_copies_buffers():
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_follows_its_recursion_and_copies_buffers(warmup):
     model = _model()
-    ema = EMA(model, decay=0.9, warmup=True)
+    ema = EMA(model, decay=0.9, warmup=warmup)
     expected = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ema.update(model)  # the first update copies
     for t in range(1, 4):
         _train(model, opt, steps=1)
-        d = min(0.9, (1 + t) / (10 + t))
+        d = min(0.9, (1 + t) / (10 + t)) if warmup else 0.9
         for n, p in model.named_parameters():
             expected[n] = d * expected[n] + (1 - d) * p.detach()
         ema.update(model)
@@ -55,4 +56,4 @@ def test_ema_follows_its_recursion_and_copies_buffers():
     # Buffers (running statistics, the batch counter) are copied, not averaged.
     torch.testing.assert_close(ema.module[0].running_mean, model[0].running_mean)
     assert int(ema.module[0].num_batches_tracked) == int(model[0].num_batches_tracked) == 3
-    assert int(ema.num_updates) == 4
+    assert int(ema.n_averaged) == 4

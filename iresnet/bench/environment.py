@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 import iresnet
-from iresnet.native import load_library
+from iresnet.ops.extension import failures, load_extension
+from iresnet.runtime import preloaded_allocator
 
 
 def cpu_model() -> str:
@@ -51,6 +52,8 @@ def environment(device: torch.device) -> dict[str, object]:
         "platform": platform.platform(),
         "iresnet": iresnet.__version__,
         "git": git_commit(),
-        # whether the native allocator and LipSwish loops run (else PyTorch code, slower)
-        "native": {name: load_library(name) is not None for name in ("large_block_cache", "lipswish")},
+        # whether LipSwish's C++ operators run (else PyTorch code, slower), and why not
+        "native_lipswish": load_extension("lipswish"),
+        "native_failure": failures.get("lipswish"),
+        "preloaded_allocator": preloaded_allocator(),
     }

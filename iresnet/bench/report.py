@@ -122,7 +122,7 @@ def markdown(report: dict) -> str:
         "",
         f"{env['device_name']} ({env['device']}), {env['cpu_count']} CPUs, {env['threads']} threads, torch "
         f"{env['torch']}, iresnet {env['iresnet']} ({env['git']}), load average {env['load_average']}, {env['time']}. "
-        f"Overrides: {' '.join(settings['overrides']) or 'none'}; total {report['seconds']:.0f} s.",
+        f"Protocol overrides: {' '.join(settings['protocol']) or 'none'}; total {report['seconds']:.0f} s.",
     ]
     for name, result in report["sections"].items():
         title, render = SECTION_TABLES[name]

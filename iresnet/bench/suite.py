@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from iresnet.bench.environment import environment
 from iresnet.bench.evaluation import eval_estimator, evaluate, paired_difference, spread, spread_images
@@ -19,7 +19,7 @@ from iresnet.bench.inversion import SOLVERS, invert_to_tolerance
 from iresnet.bench.logdet_accuracy import estimator_specs, logdet_accuracy
 from iresnet.bench.reference import REFERENCE
 from iresnet.bench.runs import run_training, series_overrides
-from iresnet.bench.settings import MEMORY_MODES, Settings
+from iresnet.bench.settings import MEMORY_MODES, check_settings
 from iresnet.bench.spectral import spectral_accuracy
 from iresnet.bench.timing import steady_state
 from iresnet.bench.worker import measure_in_subprocess
@@ -34,14 +34,18 @@ SCHEMA_VERSION = 1
 
 
 class Suite:
-    """Runs the sections of ``settings`` with modules from ``build``, writing runs under ``workdir``."""
+    """Runs the sections of the ``bench`` config ``cfg`` with modules from ``build``, writing runs
+    under ``workdir``. ``cfg.<section>`` holds each section's sizes; ``cfg.protocol`` the Hydra
+    overrides of the protocol; ``cfg.runtime.threads`` the torch threads of every training run."""
 
-    def __init__(self, settings: Settings, build: Builder, workdir: Path, log: Callable[[str], None] = print):
-        self.settings = settings
+    def __init__(self, cfg: DictConfig, build: Builder, workdir: Path, log: Callable[[str], None] = print):
+        check_settings(cfg)
+        self.cfg = cfg
         self.build = build
         self.workdir = Path(workdir)
         self.log = log
-        self.device = torch.device(settings.device)
+        self.device = torch.device(cfg.device)
+        self.threads = cfg.runtime.get("threads")
         self._modules: dict[tuple[str, ...], tuple[FlowLightningModule, pl.LightningDataModule]] = {}
 
     # ------------------------------------------------------------------ shared
@@ -50,16 +54,16 @@ class Suite:
         EMA equal to the weights), or the ``--ckpt`` module; on the benchmark's device. Cached."""
         key = tuple(extra)
         if key not in self._modules:
-            if self.settings.ckpt:
-                module = load_module(self.settings.ckpt, self.device)
+            if self.cfg.ckpt:
+                module = load_module(self.cfg.ckpt, self.device)
                 self._modules[key] = module, instantiate(module.hparams.data)
             else:
                 self._modules[key] = self._fresh(extra)
         return self._modules[key]
 
     def _fresh(self, extra: Sequence[str]) -> tuple[FlowLightningModule, pl.LightningDataModule]:
-        torch.manual_seed(self.settings.seed)
-        module, datamodule = self.build([*self.settings.overrides, *extra])
+        torch.manual_seed(self.cfg.seed)
+        module, datamodule = self.build([*self.cfg.protocol, *extra])
         module = module.to(self.device)
         x = next(iter(datamodule.train_dataloader()))[0].to(self.device)
         module.model.train()
@@ -71,16 +75,16 @@ class Suite:
     @property
     def model_label(self) -> str:
         """Which model the eval and inversion sections measure."""
-        return "EMA of " + (self.settings.ckpt or "a fresh model")
+        return "EMA of " + (self.cfg.ckpt or "a fresh model")
 
     def trainer_overrides(self) -> list[str]:
-        """Overrides every timed training run gets: the settings' and the batch size."""
-        batch = [f"data.batch_size={self.settings.batch_size}"] if self.settings.batch_size else []
-        return [*self.settings.overrides, *batch]
+        """Overrides every timed training run gets: the protocol's and the batch size."""
+        batch = [f"data.batch_size={self.cfg.train.batch_size}"] if self.cfg.train.batch_size else []
+        return [*self.cfg.protocol, *batch]
 
     def steps(self) -> list[str]:
         """Overrides that stop a timed run after the warm-up and timed steps."""
-        total = self.settings.warmup_steps + self.settings.timed_steps
+        total = self.cfg.train.warmup_steps + self.cfg.train.timed_steps
         return [f"+trainer.max_steps={total}", "trainer.max_epochs=-1"]
 
     # ---------------------------------------------------------------- sections
@@ -88,14 +92,14 @@ class Suite:
         """Images/s and peak memory of the train command, per estimator variant."""
         device = ["trainer=gpu"] if self.device.type == "cuda" else []
         rows = []
-        for variant in self.settings.train_variants:
+        for variant in self.cfg.train.variants:
             self.log(f"train: {variant}")
             estimator = [] if variant == "roulette" else series_overrides(int(variant.removeprefix("series-")))
             record = run_training(
                 [*self.trainer_overrides(), *estimator, *self.steps(), *device], self.workdir / f"train-{variant}",
-                threads=self.settings.threads,
+                threads=self.threads,
             )
-            rows.append({"variant": variant, **_timed(record, self.settings.warmup_steps)})
+            rows.append({"variant": variant, **_timed(record, self.cfg.train.warmup_steps)})
         return rows
 
     def memory(self) -> list[dict]:
@@ -103,14 +107,15 @@ class Suite:
         module, _ = self.module()
         model = {k: v for k, v in module.hparams.model.items() if k != "logdet"}
         rows = []
-        for mode in self.settings.memory_modes:
+        settings = self.cfg.memory
+        for mode in settings.modes:
             grad, memory_efficient = MEMORY_MODES[mode]
-            for n in self.settings.memory_terms:
+            for n in settings.terms:
                 self.log(f"memory: {mode}, {n} terms")
                 logdet = {"_target_": "iresnet.logdet.PowerSeriesLogDet", "n_terms": n, "grad": grad,
                           "memory_efficient": memory_efficient}  # fmt: skip
-                spec = {"model": {**model, "logdet": logdet}, "batch_size": self.settings.memory_batch,
-                        "seed": self.settings.seed, "device": str(self.device)}  # fmt: skip
+                spec = {"model": {**model, "logdet": logdet}, "batch_size": settings.batch_size, "seed": self.cfg.seed,
+                        "device": str(self.device), "runtime": OmegaConf.to_container(self.cfg.runtime)}  # fmt: skip
                 rows.append({"mode": mode, "n_terms": n, "batch_size": spec["batch_size"],
                              **measure_in_subprocess(spec)})  # fmt: skip
         return rows
@@ -118,14 +123,14 @@ class Suite:
     def eval(self) -> dict:
         """Seconds and bpd ± standard error of the EMA model on the test images; a high-accuracy
         estimate of some of them, and its paired difference with the standard one."""
-        s = self.settings
+        s = self.cfg.eval
         module, datamodule = self.module()
         model = module.prepare_eval_model()
-        x = spread_images(datamodule.test_dataloader(), s.eval_images)
+        x = spread_images(datamodule.test_dataloader(), s.images)
         batch = datamodule.eval_batch_size
         self.log(f"eval: {len(x)} images")
-        torch.manual_seed(s.seed)
-        standard, scores = evaluate(module, model, x, eval_estimator(module, s.eval_terms, s.eval_probes, s.eval_chunk), batch)
+        torch.manual_seed(self.cfg.seed)
+        standard, scores = evaluate(module, model, x, eval_estimator(module, s.terms, s.probes, s.chunk), batch)
         self.log(f"eval: high accuracy, {s.high_accuracy_images} images")
         precise = RouletteLogDet(eval_exact_terms=s.high_accuracy_terms, n_probes=s.high_accuracy_probes)
         subset = spread(len(x), s.high_accuracy_images)
@@ -139,45 +144,45 @@ class Suite:
 
     def inversion(self) -> list[dict]:
         """Seconds and net evaluations to invert test images to ``invert_tol``, per coeff and solver."""
-        s = self.settings
+        s = self.cfg.inversion
         protocol_coeff = self.module()[0].hparams.model["coeff"]
-        coeffs = [protocol_coeff] if s.ckpt else s.invert_coeffs
+        coeffs = [protocol_coeff] if self.cfg.ckpt else s.coeffs
         rows = []
         for coeff in coeffs:
             module, datamodule = self.module([] if coeff == protocol_coeff else [f"model.coeff={coeff}"])
             model = module.prepare_eval_model()
-            x = spread_images(datamodule.test_dataloader(), s.invert_images).to(self.device)
+            x = spread_images(datamodule.test_dataloader(), s.images).to(self.device)
             for solver in SOLVERS:
                 self.log(f"inversion: coeff {module.hparams.model['coeff']}, {solver}")
-                result = invert_to_tolerance(model, x, solver, s.invert_tol)
+                result = invert_to_tolerance(model, x, solver, s.tol)
                 rows.append({"model": self.model_label, "coeff": module.hparams.model["coeff"], **result})
         return rows
 
     def logdet(self) -> list[dict]:
         """Bias and spread of the estimators against the exact log-det, by terms and coeff."""
-        s = self.settings
+        s = self.cfg.logdet
         self.log("logdet: estimator accuracy")
-        specs = estimator_specs(s.logdet_series_terms, s.logdet_roulette_exact)
-        return logdet_accuracy(s.logdet_coeffs, specs, s.logdet_draws, s.logdet_samples, s.seed, self.device)
+        specs = estimator_specs(s.series_terms, s.roulette_exact)
+        return logdet_accuracy(s.coeffs, specs, s.draws, s.samples, self.cfg.seed, self.device)
 
     def spectral(self) -> list[dict]:
         """Power-iteration estimates against exact spectral norms, per layer type."""
-        s = self.settings
+        s = self.cfg.spectral
         self.log("spectral: power iteration accuracy")
-        return spectral_accuracy(s.spectral_tol, trials=s.spectral_trials, seed=s.seed, device=self.device)
+        return spectral_accuracy(s.tol, trials=s.trials, seed=self.cfg.seed, device=self.device)
 
     def ddp(self) -> dict:
         """Images/s of the train command with 1 and 2 processes on CPU (gloo), cores split between them."""
-        cores = self.settings.threads or os.cpu_count() or 1
+        cores = self.threads or os.cpu_count() or 1
         rows = []
-        for processes in self.settings.ddp_processes:
+        for processes in self.cfg.ddp.processes:
             self.log(f"ddp: {processes} process(es)")
             trainer = ["trainer=cpu"] if processes == 1 else ["trainer=ddp_cpu", f"trainer.devices={processes}"]
             record = run_training(
                 [*self.trainer_overrides(), *self.steps(), *trainer], self.workdir / f"ddp-{processes}",
                 threads=max(1, cores // processes),
             )
-            rows.append({"processes": processes, **_timed(record, self.settings.warmup_steps)})
+            rows.append({"processes": processes, **_timed(record, self.cfg.train.warmup_steps)})
         base = rows[0]["images_per_s"]
         for row in rows:
             row["speedup"] = row["images_per_s"] / base
@@ -186,12 +191,12 @@ class Suite:
     def full(self) -> dict:
         """The train command for ``epochs`` epochs; test bpd of the EMA (from the run) and of the raw
         weights, and inversion of the raw weights, from its last checkpoint."""
-        s = self.settings
+        epochs = self.cfg.full.epochs
         run_dir = self.workdir / "full-protocol"
         device = ["trainer=gpu"] if self.device.type == "cuda" else []
-        self.log(f"full protocol: {s.epochs} epoch(s) in {run_dir}")
+        self.log(f"full protocol: {epochs} epoch(s) in {run_dir}")
         record = run_training(
-            [*s.overrides, f"trainer.max_epochs={s.epochs}", *device], run_dir, full=True, threads=s.threads
+            [*self.cfg.protocol, f"trainer.max_epochs={epochs}", *device], run_dir, full=True, threads=self.threads
         )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -199,13 +204,13 @@ class Suite:
         datamodule = instantiate(module.hparams.data)
         raw = module.model.eval()
         update_spectral_norms(raw)
-        x = spread_images(datamodule.test_dataloader(), s.eval_images)
+        x = spread_images(datamodule.test_dataloader(), self.cfg.eval.images)
         self.log("full protocol: raw weights")
-        torch.manual_seed(s.seed)
+        torch.manual_seed(self.cfg.seed)
         raw_eval, _ = evaluate(module, raw, x, eval_estimator(module), datamodule.eval_batch_size)
-        x = x[: s.invert_images].to(self.device)
+        x = x[: self.cfg.inversion.images].to(self.device)
         return {
-            "epochs": s.epochs,
+            "epochs": epochs,
             "steps": len(record["step_s"]),
             "wall_s": record["wall_s"],
             "train_s": sum(record["step_s"]),
@@ -217,24 +222,24 @@ class Suite:
             "test_bpd_raw": raw_eval["bpd"],
             "test_bpd_raw_se": raw_eval["bpd_se"],
             "test_images_raw": raw_eval["images"],
-            "inversion_raw": [invert_to_tolerance(raw, x, solver, s.invert_tol) for solver in SOLVERS],
+            "inversion_raw": [invert_to_tolerance(raw, x, solver, self.cfg.inversion.tol) for solver in SOLVERS],
             "ckpt": str(ckpt),
         }
 
     # -------------------------------------------------------------------- all
     def run(self) -> dict:
-        """Every section of the settings, in order, with the environment and the reference numbers."""
+        """Every section of ``cfg.sections``, in order, with the environment and the reference numbers."""
         start = time.perf_counter()
         report = {
             "schema_version": SCHEMA_VERSION,
             "protocol": "mnist5k-bench",
             "environment": environment(self.device),
-            "settings": dataclasses.asdict(self.settings),
+            "settings": OmegaConf.to_container(self.cfg, resolve=True),
             "reference": REFERENCE,
             "sections": {},
             "section_seconds": {},
         }
-        for name in self.settings.sections:
+        for name in self.cfg.sections:
             section_start = time.perf_counter()
             report["sections"][name] = getattr(self, name)()
             report["section_seconds"][name] = time.perf_counter() - section_start

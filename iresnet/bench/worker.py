@@ -1,7 +1,8 @@
 """Peak memory of one training forward + backward, in a fresh process per configuration.
 
 ``python -m iresnet.bench.worker SPEC`` builds the model of ``SPEC`` (JSON: ``model`` config with
-``_target_`` and the log-det estimator to measure, ``batch_size``, ``seed``, ``device``), warms
+``_target_`` and the log-det estimator to measure, ``batch_size``, ``seed``, ``device``, and the
+``runtime`` settings the commands apply), warms
 it up with a 1-term estimator (ActNorm's initialization, allocator caches, ``.grad`` buffers),
 then runs one forward + backward of the bits/dim loss with the estimator of ``SPEC`` and prints
 one JSON line. Its cost is the growth of the peak RSS over the peak after warm-up, as in
@@ -24,8 +25,7 @@ from iresnet.bench.memory import peak_cuda_mib, peak_rss_mib
 from iresnet.bench.runs import BenchmarkError
 from iresnet.logdet import PowerSeriesLogDet
 from iresnet.metrics import bits_per_dim
-from iresnet.native import install_large_block_cache
-from iresnet.runtime import retain_freed_memory
+from iresnet.runtime import apply_runtime
 
 
 def _loss_backward(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -71,6 +71,6 @@ def measure_in_subprocess(spec: dict) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    retain_freed_memory()  # as the command-line tools do
-    install_large_block_cache()
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    spec = json.loads(sys.argv[1])
+    apply_runtime(spec.get("runtime", {}))  # as the command-line tools do
+    print(json.dumps(measure(spec)))

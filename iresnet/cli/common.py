@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from hydra.errors import InstantiationException
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 from torch import nn
 
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
-from iresnet.native import install_large_block_cache
-from iresnet.runtime import retain_freed_memory
+from iresnet.runtime import apply_runtime
 from iresnet.training import TrainingDivergedError
-
-# Lightning's notes that do not apply here: the EMA copy is in eval mode on purpose, and its own
-# deprecation notice about torch's pytree API.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
-# Every entry point trains or evaluates: reuse freed feature maps instead of faulting in pages.
-retain_freed_memory()
-install_large_block_cache()
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
 USER_ERRORS = (
@@ -42,6 +34,18 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"iresnet's configs were not found next to {package}; reinstall the package.")
+
+
+def apply_runtime_config(cfg: DictConfig) -> list[str]:
+    """Applies the command's ``runtime`` group (threads, malloc, warnings) and prints what it did.
+
+    Called first in every command's ``main()``; importing iresnet changes no process setting.
+    Under DDP only the first process prints.
+    """
+    applied = apply_runtime(cfg.get("runtime") or {})
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print("runtime: " + "; ".join(applied), flush=True)
+    return applied
 
 
 def exit_on_user_error(fn: Callable) -> Callable:

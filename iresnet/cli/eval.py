@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
-from iresnet.cli.common import checkpoint_datamodule, config_dir, exit_on_user_error, writable_output
+from iresnet.cli.common import (
+    apply_runtime_config, checkpoint_datamodule, config_dir, exit_on_user_error, writable_output,
+)  # fmt: skip
 from iresnet.cli.images import dequantize_for_eval, image_shape, read_images
 from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import load_module
@@ -70,6 +72,7 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    apply_runtime_config(cfg)
     evaluate(cfg)
 
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from iresnet.cli.common import (
-    checkpoint_datamodule, config_dir, exit_on_user_error, require_converged, writable_output,
+    apply_runtime_config, checkpoint_datamodule, config_dir, exit_on_user_error, require_converged, writable_output,
 )  # fmt: skip
 from iresnet.cli.images import image_shape, read_images
 from iresnet.data import to_unit_interval
@@ -64,6 +64,7 @@ def invert(cfg: DictConfig) -> float:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="invert")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    apply_runtime_config(cfg)
     invert(cfg)
 
 

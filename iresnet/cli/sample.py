@@ -6,7 +6,9 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from iresnet.cli.common import config_dir, exit_on_user_error, require_converged, writable_output
+from iresnet.cli.common import (
+    apply_runtime_config, config_dir, exit_on_user_error, require_converged, writable_output,
+)  # fmt: skip
 from iresnet.training.checkpoint import load_module
 from iresnet.visualize import save_image_grid, save_points_plot
 
@@ -34,6 +36,7 @@ def sample(cfg: DictConfig) -> torch.Tensor:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    apply_runtime_config(cfg)
     sample(cfg)
 
 

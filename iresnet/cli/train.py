@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger
 
-from iresnet.cli.common import config_dir, exit_on_user_error
+from iresnet.cli.common import apply_runtime_config, config_dir, exit_on_user_error
 from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import CheckpointError, resumable_checkpoint
 from iresnet.visualize import save_curves
@@ -123,6 +123,7 @@ def write_learning_curves(run_dir: Path, metric: str) -> Path | None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
+    apply_runtime_config(cfg)
     metrics = train(cfg)
     # Returned for Hydra sweepers that optimize the objective.
     return metrics.get("test/bpd", metrics.get("val/bpd"))

@@ -11,7 +11,6 @@ from iresnet.lipschitz.activations import (
     activation_channel_multiplier,
     get_activation,
 )
-from iresnet.lipschitz.conv import Conv2d
 from iresnet.lipschitz.circular import circular_conv_spectral_norm, conv_singular_values_fft
 from iresnet.lipschitz.exact import exact_spectral_norm
 from iresnet.lipschitz.parametrization import ConvSpectralNorm, MatrixSpectralNorm, SpectralNorm
@@ -22,7 +21,6 @@ from iresnet.lipschitz.update import PowerIterationResult, update_spectral_norms
 __all__ = [
     "BranchBound",
     "CLipSwish",
-    "Conv2d",
     "ConvSpectralNorm",
     "LayerLipschitz",
     "LipSwish",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from iresnet.flows import ActNorm, Flow, FlowSequential, ResidualBlock
-from iresnet.lipschitz import Conv2d, get_activation, spectral_norm
+from iresnet.lipschitz import get_activation, spectral_norm
+from iresnet.ops import Conv2d
 
 
 def _activation(name: str, channels: int) -> tuple[nn.Module, int]:

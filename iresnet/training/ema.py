@@ -1,57 +1,53 @@
-"""Exponential moving average of a model's weights, with a warmed-up decay."""
+"""Exponential moving average of a model's weights, with a warmed-up decay: torch's AveragedModel."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
-class EMA(nn.Module):
-    """Keeps ``shadow = d_t * shadow + (1 - d_t) * params`` with ``d_t = min(decay, (1+t)/(10+t))``.
+def warmed_up_ema_multi_avg_fn(decay: float):
+    """``multi_avg_fn`` of :class:`AveragedModel`: ``shadow <- d_t shadow + (1 - d_t) params`` with
+    ``d_t = min(decay, (1 + t) / (10 + t))`` and ``t`` the number of updates so far.
 
-    The warm-up of ``d_t`` keeps short runs from being judged on near-initial weights: with a
-    fixed 0.999 the average of a 300-step run still holds about 74% of the initialization.
-    Buffers (spectral-norm vectors, ActNorm flags) are copied, not averaged.
+    ``get_ema_multi_avg_fn`` holds ``d`` fixed; this is it with the warm-up, read from the
+    ``num_averaged`` that :class:`AveragedModel` passes (one host read per update).
+    """
 
-    The shadow copy is a registered submodule, so it is saved in checkpoints.
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        t = int(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + t) / (10 + t)))
+
+    return update
+
+
+class EMA(AveragedModel):
+    """Keeps ``shadow = d_t * shadow + (1 - d_t) * params`` with ``d_t = min(decay, (1+t)/(10+t))``,
+    or ``d_t = decay`` without ``warmup``; the first update copies the weights.
+
+    torch's :class:`~torch.optim.swa_utils.AveragedModel` with an EMA ``multi_avg_fn``:
+    :func:`~torch.optim.swa_utils.get_ema_multi_avg_fn` for a fixed decay, and
+    :func:`warmed_up_ema_multi_avg_fn` for the warm-up, which keeps short runs from being judged
+    on near-initial weights (with a fixed 0.999 the average of a 300-step run still holds about
+    74% of the initialization). Buffers (spectral-norm vectors, ActNorm flags) are copied, not
+    averaged (``use_buffers=False``). The shadow copy ``module`` is a submodule, so it is saved in
+    checkpoints, with the count ``n_averaged``.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
-        super().__init__()
         if not 0 <= decay < 1:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}.")
-        self.decay = decay
-        self.warmup = warmup
-        self.module = copy.deepcopy(model).requires_grad_(False).eval()
-        self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))
-
-    def current_decay(self) -> float:
-        t = int(self.num_updates)
-        return min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+        average = warmed_up_ema_multi_avg_fn(decay) if warmup else get_ema_multi_avg_fn(decay)
+        super().__init__(model, multi_avg_fn=average, use_buffers=False)
+        self.decay, self.warmup = decay, warmup
+        self.module.requires_grad_(False).eval()
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        # The first update copies, so the average never includes pre-initialization weights.
-        d = self.current_decay() if int(self.num_updates) > 0 else 0.0
-        shadow = self.module.state_dict(keep_vars=True)
-        params = dict(model.named_parameters())
-        averaged, weights, copied, values = [], [], [], []
-        for name, value in model.state_dict(keep_vars=True).items():
-            target = shadow[name]
-            if name in params and target.dtype.is_floating_point:
-                averaged.append(target)
-                weights.append(value.detach())
-            else:
-                copied.append(target)
-                values.append(value.detach())
-        # One call per list instead of two hundred small ones: the per-tensor loop cost 5 ms a step.
-        if averaged:
-            torch._foreach_lerp_(averaged, weights, 1 - d)
-        if copied:
-            torch._foreach_copy_(copied, values)
-        self.num_updates += 1
+        """Averages ``model``'s parameters into the shadow copy and copies its buffers."""
+        self.update_parameters(model)
 
     def train(self, mode: bool = True) -> EMA:
         # The shadow model only ever evaluates.

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from iresnet.lipschitz._engine import engine_will_reach, gradient_node
+from iresnet.ops.engine import engine_will_reach, gradient_node
 
 
 def _conv_backward(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
@@ -183,7 +183,7 @@ class Conv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         if self.groups != 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
             raise ValueError(
-                "iresnet.lipschitz.Conv2d supports groups=1 and explicit zero padding only; "
+                "iresnet.ops.Conv2d supports groups=1 and explicit zero padding only; "
                 f"got groups={self.groups}, padding={self.padding!r}, padding_mode={self.padding_mode!r}. "
                 "Use torch.nn.Conv2d for other cases."
             )

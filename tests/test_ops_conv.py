@@ -1,4 +1,4 @@
-"""``iresnet.lipschitz.Conv2d``: same function as ``nn.Conv2d``, hand-built second derivative."""
+"""``iresnet.ops.Conv2d``: same function as ``nn.Conv2d``, hand-built second derivative."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iresnet.lipschitz import Conv2d, spectral_norm
+from iresnet.lipschitz import spectral_norm
+from iresnet.ops import Conv2d
 from iresnet.metrics import bits_per_dim
 from iresnet.models import ResidualFlow
 
@@ -44,7 +45,7 @@ def test_matches_nn_conv2d_and_passes_gradgradcheck(config, channels_last, chann
 @pytest.mark.parametrize("channels", [(1, 64), (64, 1)], ids=str)
 def test_one_channel_path_matches_aten_in_float32(channels):
     """The channels-last matrix-product path against oneDNN's kernels at model sizes."""
-    from iresnet.lipschitz.conv import _one_channel, conv_forward, conv_input_grad, conv_weight_grad
+    from iresnet.ops.conv import _one_channel, conv_forward, conv_input_grad, conv_weight_grad
 
     torch.manual_seed(0)
     layout = torch.channels_last
