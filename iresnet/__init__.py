@@ -3,10 +3,15 @@
 The public API in one place; each name lives in the room that owns its concept.
 """
 
-from iresnet.flows import ActNorm, Flow, FlowSequential, LogitTransform, ResidualBlock, Squeeze
+from iresnet.flows import (
+    ActNorm, ChannelsLast, FactorOut, Flatten, Flow, FlowSequential, LogitTransform, ResidualBlock, Squeeze,
+)  # fmt: skip
 from iresnet.inverse import AndersonInverse, FixedPointInverse, InverseConvergenceError, InverseStats
 from iresnet.lipschitz import (
     CLipSwish,
+    ConditionalSequential,
+    ContextShift,
+    LipschitzDenseLayer,
     LipSwish,
     conv_singular_values_fft,
     exact_spectral_norm,
@@ -17,6 +22,9 @@ from iresnet.lipschitz import (
 )
 from iresnet.logdet import ExactLogDet, PowerSeriesLogDet, RouletteLogDet, exact_logdet
 from iresnet.metrics import bits_per_dim
+from iresnet.models import (
+    ClassConditionalGaussian, ConditionalGaussian, DiagonalGaussian, FlowModel, ResidualFlow, StandardNormal, ToyFlow,
+)  # fmt: skip
 
 __version__ = "0.1.0"
 
@@ -24,18 +32,31 @@ __all__ = [
     "ActNorm",
     "AndersonInverse",
     "CLipSwish",
+    "ChannelsLast",
+    "ClassConditionalGaussian",
+    "ConditionalGaussian",
+    "ConditionalSequential",
+    "ContextShift",
+    "DiagonalGaussian",
     "ExactLogDet",
+    "FactorOut",
     "FixedPointInverse",
+    "Flatten",
     "Flow",
+    "FlowModel",
     "FlowSequential",
     "InverseConvergenceError",
     "InverseStats",
     "LipSwish",
+    "LipschitzDenseLayer",
     "LogitTransform",
     "PowerSeriesLogDet",
     "ResidualBlock",
+    "ResidualFlow",
     "RouletteLogDet",
     "Squeeze",
+    "StandardNormal",
+    "ToyFlow",
     "bits_per_dim",
     "conv_singular_values_fft",
     "exact_logdet",

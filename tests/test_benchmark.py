@@ -18,17 +18,18 @@ def test_protocol_config_is_the_protocol(compose_config):
     assert (cfg.data.batch_size, cfg.data.n_bits, cfg.data.val_size) == (64, 8, 0)
     model = cfg.model
     assert model._target_ == "iresnet.models.ResidualFlow"
-    assert (list(model.n_blocks), model.hidden_channels, model.kernels, model.activation, model.coeff) == (
-        [4, 4, 4], 64, "3-1-3", "lipswish", 0.98)  # fmt: skip
+    assert (list(model.n_blocks), model.hidden_channels, model.kernels, model.activation._target_, model.coeff) == (
+        [4, 4, 4], 64, "3-1-3", "iresnet.lipschitz.LipSwish", 0.98)  # fmt: skip
     assert (model.init_squeeze, model.factor_out, model.fc_blocks, model.fc_hidden, model.fc_hidden_layers) == (
         False, False, 4, 64, 2)  # fmt: skip
-    assert (model.actnorm, model.prior, model.alpha) == (True, "normal", 1e-6)
+    assert (model.actnorm, model.prior._target_, model.alpha) == (True, "iresnet.models.StandardNormal", 1e-6)
     logdet = model.logdet
     assert logdet._target_ == "iresnet.logdet.RouletteLogDet"
     assert (logdet.dist, logdet.lam, logdet.n_exact_terms, logdet.eval_exact_terms) == ("poisson", 2.0, 2, 20)
     assert (logdet.n_probes, logdet.probe, logdet.grad, logdet.memory_efficient) == (1, "gaussian", "neumann", True)
     optim = cfg.optim
-    assert (optim.optimizer, optim.lr, list(optim.betas), optim.warmup_iters) == ("adam", 1e-3, [0.9, 0.99], 200)
+    adam = optim.optimizer
+    assert (adam._target_, adam.lr, list(adam.betas), optim.warmup_iters) == ("torch.optim.Adam", 1e-3, [0.9, 0.99], 200)
     assert (optim.ema_decay, optim.ema_warmup) == (0.999, False)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm, cfg.trainer.max_epochs) == (
         1.0, "norm", 5)  # fmt: skip

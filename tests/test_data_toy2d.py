@@ -52,7 +52,11 @@ def test_datamodule():
     assert len(batches) == 300 // 64
     x, y = batches[0]
     assert x.shape == (64, 2) and x.dtype == torch.float32
-    assert torch.equal(y, torch.zeros(64, dtype=torch.long))
+    assert y.dtype == torch.long and set(y.tolist()) == {0, 1}  # which moon
+    one_hot = Toy2dDataModule(name="moons", num_train=300, num_val=50, num_test=70, batch_size=64, context=True)
+    x_c, y_c = one_hot.split("train")
+    assert torch.equal(x_c, dm.split("train").inputs)  # the same points
+    assert y_c.dtype == torch.float32 and torch.equal(y_c.argmax(1), dm.split("train").labels)
     assert sum(len(x) for x, _ in dm.val_dataloader()) == 50
     assert sum(len(x) for x, _ in dm.test_dataloader()) == 70
     # Seeded, and each split has its own stream: resizing train leaves test unchanged.

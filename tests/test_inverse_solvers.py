@@ -12,7 +12,6 @@ from iresnet.inverse import (
     InverseConvergenceError,
     InverseConvergenceWarning,
     InverseStats,
-    get_inverse_solver,
 )
 
 NETS = {
@@ -151,14 +150,6 @@ def test_failure_warns_and_returns_last_iterate(solver_cls):
         x_rec, stats = solver_cls(max_iter=3, on_failure="warn")(net, y)
     assert not stats.converged and stats.residual == pytest.approx(_true_residual(net, x_rec, y))
     assert (x_rec - x).abs().max() < (y - x).abs().max()
-
-
-def test_factory():
-    assert isinstance(get_inverse_solver("fixed_point", max_iter=10), FixedPointInverse)
-    solver = get_inverse_solver("anderson", m=3)
-    assert isinstance(solver, AndersonInverse) and solver.m == 3
-    with pytest.raises(ValueError, match="unknown inverse solver 'newton'.*'anderson'.*'fixed_point'"):
-        get_inverse_solver("newton")
 
 
 @pytest.mark.parametrize(

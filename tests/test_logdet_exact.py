@@ -7,7 +7,7 @@ import torch
 from test_logdet_nets import contractive_mlp, dense_jacobians, exact_logdet_reference, tied_conv
 from torch import nn
 
-from iresnet.logdet import ExactLogDet, batch_jacobian, exact_logdet, get_logdet_estimator
+from iresnet.logdet import ExactLogDet, batch_jacobian, exact_logdet
 
 
 @pytest.mark.parametrize(
@@ -86,9 +86,3 @@ def test_exact_under_no_grad_is_detached_and_correct():
 def test_exact_logdet_rejects_non_square_maps():
     with pytest.raises(ValueError, match="square"):
         exact_logdet(nn.Linear(3, 2), torch.randn(4, 3))
-
-
-def test_factory_builds_exact_and_rejects_unknown_names():
-    assert isinstance(get_logdet_estimator("exact"), ExactLogDet)
-    with pytest.raises(ValueError, match="'exact'.*'roulette'"):
-        get_logdet_estimator("brute_force")

@@ -14,7 +14,7 @@ from test_logdet_nets import (
 )
 from torch import nn
 
-from iresnet.logdet import PowerSeriesLogDet, RouletteLogDet, get_logdet_estimator, sample_probe
+from iresnet.logdet import PowerSeriesLogDet, RouletteLogDet, sample_probe
 
 
 @pytest.mark.parametrize(
@@ -183,9 +183,3 @@ def test_series_rejects_bad_settings(kwargs, match):
 def test_sample_probe_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown probe 'sphere'"):
         sample_probe(torch.zeros(2, 3), "sphere")
-
-
-def test_factory_builds_series_under_both_names():
-    for name in ("series", "power_series"):
-        estimator = get_logdet_estimator(name, n_terms=3)
-        assert isinstance(estimator, PowerSeriesLogDet) and estimator.n_terms == 3

@@ -8,9 +8,13 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_library_section_runs(capsys):
     section = README.read_text().split("## Library", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    exec(compile(code, "README.md", "exec"), {})
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2  # a residual block, then a density model built from the parts
+    namespace: dict = {}
+    for code in blocks:  # the second continues the first, as a reader runs them
+        exec(compile(code, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "round trip:" in out and "exact:" in out
     error = float(re.search(r"round trip: ([0-9.e-]+)", out).group(1))
     assert error < 1e-5
+    assert namespace["samples"].shape == (64, 2) and namespace["model"].conditional

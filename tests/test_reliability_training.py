@@ -28,15 +28,15 @@ def poison(monkeypatch):
     real = FlowLightningModule.per_sample_loss
 
     def install(kind: str) -> dict:
-        def per_sample_loss(self, model, x):
-            losses, logdet = real(self, model, x)
+        def per_sample_loss(self, model, batch):
+            out = real(self, model, batch)
             if model is self.model and self.trainer.global_step == FAIL_AT:
                 before.update({k: v.clone() for k, v in self.state_dict().items()})
                 if kind == "loss":
-                    losses = losses * math.nan
+                    out = {**out, "loss": out["loss"] * math.nan, "score": out["score"] * math.nan}
                 else:
                     next(self.model.parameters()).register_hook(lambda grad: grad * math.nan)
-            return losses, logdet
+            return out
 
         monkeypatch.setattr(FlowLightningModule, "per_sample_loss", per_sample_loss)
         return before
@@ -78,12 +78,14 @@ def _validate_with_audit(module: FlowLightningModule, **audit) -> None:
 
 def test_audit_names_the_layer_whose_bound_reaches_one(tiny_ckpt):
     module = load_module(tiny_ckpt)
-    net = module.eval_model.scales[1].flows[0].net
+    block = module.eval_model._scales[1][0]
+    name = next(name for name, m in module.eval_model.named_modules() if m is block).replace(".", r"\.")
+    net = block.net
     # As if a layer had escaped spectral normalization: a plain conv with the same weights.
     plain = nn.Conv2d(net[1].in_channels, net[1].out_channels, net[1].kernel_size, padding=net[1].padding)
     plain.load_state_dict({"weight": net[1].weight.detach(), "bias": net[1].bias.detach()})
     net[1] = plain
-    expected = r"'scales\.1\.flows\.0' has no Lipschitz bound: its layers scales\.1\.flows\.0\.net\.1 are not"
+    expected = rf"'{name}' has no Lipschitz bound: its layers {name}\.net\.1 are not"
     with pytest.warns(InvertibilityWarning, match=expected):
         _validate_with_audit(module)
     assert module.trainer.callback_metrics["val/max_branch_bound"] == math.inf

@@ -23,11 +23,11 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int = 5) -> None
         opt.step()
 
 
-@pytest.mark.parametrize("name,kernel", [("adam", "fused"), ("adamax", "foreach")])
+@pytest.mark.parametrize("name,kernel", [("Adam", "fused"), ("Adamax", "foreach")])
 def test_multi_tensor_optimizer_matches_the_per_tensor_loop(name, kernel):
     fast, plain = _model(), _model()
     kwargs = {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 1e-4}
-    opt = build_optimizer(name, fast.parameters(), **kwargs)
+    opt = build_optimizer({"_target_": f"torch.optim.{name}", "_partial_": True, **kwargs}, fast.parameters())
     assert opt.defaults[kernel] is True
     _train(fast, opt)
     cls = type(opt)
@@ -35,6 +35,13 @@ def test_multi_tensor_optimizer_matches_the_per_tensor_loop(name, kernel):
     for a, b in zip(fast.parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not torch.equal(fast[1].weight, _model()[1].weight)  # it did train
+
+
+def test_optimizer_config_must_be_a_partial_optimizer():
+    with pytest.raises(ValueError, match="_partial_: true"):
+        build_optimizer({"_target_": "torch.optim.Adam", "lr": 1e-3}, _model().parameters())
+    explicit = build_optimizer({"_target_": "torch.optim.Adam", "_partial_": True, "foreach": False}, _model().parameters())
+    assert explicit.defaults["foreach"] is False and not explicit.defaults["fused"]  # the config's choice wins
 
 
 @pytest.mark.parametrize("warmup", [True, False])

@@ -66,7 +66,7 @@ def score_images(module: FlowLightningModule, model: FlowModel, x: Tensor, batch
     device = next(model.parameters()).device
     synchronize(device)
     start = time.perf_counter()
-    scores = [module.per_sample_loss(model, chunk.to(device))[0].cpu() for chunk in x.split(batch_size)]
+    scores = [module.score(model.log_prob(chunk.to(device)), chunk).cpu() for chunk in x.split(batch_size)]
     synchronize(device)
     return torch.cat(scores), time.perf_counter() - start
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
+import torch
 from torch import nn
 
 from iresnet.data import DatasetNotFoundError
@@ -118,6 +119,30 @@ def checkpoint_datamodule(cfg, module):
             "(leave data= out to use the one recorded in the checkpoint)."
         )
     return datamodule
+
+
+def class_labels(model: nn.Module, label: object, n: int) -> tuple[torch.Tensor | None, int | None]:
+    """The labels ``label=`` asks for, for ``n`` samples or images of ``model``, and the grid's
+    row length: a class index ``k`` gives ``n`` times ``k``; ``all`` gives each class ``n`` times,
+    one row per class. None for an unconditional model (which must not be given a label).
+
+    ``ValueError`` for a label given to a model without classes, one out of range, or no label
+    for a class-conditional model where ``all`` cannot apply (``n`` is None).
+    """
+    num_classes = getattr(model, "num_classes", None) if getattr(model, "class_conditional", False) else None
+    if num_classes is None:
+        if label is not None:
+            raise ValueError(
+                f"label={label} was given, but this checkpoint's model is not class-conditional; leave label= out "
+                "(or train one with experiment=mnist5k_conditional)."
+            )
+        return None, None
+    device = next(model.parameters()).device
+    if label is None or label == "all":
+        return torch.arange(num_classes, device=device).repeat_interleave(n), n
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+        raise ValueError(f"label must be a class in 0..{num_classes - 1} or 'all', got {label!r}.")
+    return torch.full((n,), label, device=device), None
 
 
 def require_converged(model: nn.Module) -> None:

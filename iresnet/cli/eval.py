@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
 from iresnet.cli.common import (
-    apply_runtime_config, checkpoint_datamodule, config_dir, exit_on_user_error, writable_output,
+    apply_runtime_config, checkpoint_datamodule, class_labels, config_dir, exit_on_user_error, writable_output,
 )  # fmt: skip
 from iresnet.cli.images import dequantize_for_eval, image_shape, read_images
 from iresnet.training import FlowLightningModule
@@ -23,12 +23,26 @@ from iresnet.training.checkpoint import load_module
 
 
 def images_loader(cfg: DictConfig, module: FlowLightningModule) -> DataLoader:
-    """Batches ``(x, 0)`` of the images at ``cfg.images``, checked and dequantized for evaluation."""
+    """Batches ``(x, y)`` of the images at ``cfg.images``, checked and dequantized for evaluation;
+    ``y`` is ``cfg.label`` (the class of every image, for class-conditional and hybrid models), else 0."""
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
-    x = read_images(cfg.images, image_shape(module.eval_model))
+    model = module.eval_model
+    x = read_images(cfg.images, image_shape(model))
     x = dequantize_for_eval(x, module.hparams.n_bits, cfg.seed)
-    return DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=cfg.batch_size)
+    label = cfg.get("label")
+    if label is None and (model.conditional or module.hybrid):
+        raise ValueError(
+            "images= with a class-conditional or hybrid checkpoint needs the images' class: pass label=<class>."
+        )
+    if module.hybrid and label is not None:
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes:
+            raise ValueError(f"label must be a class in 0..{model.num_classes - 1}, got {label!r}.")
+        labels = torch.full((len(x),), label)
+    else:
+        labels, _ = class_labels(model, label, len(x))
+    labels = torch.zeros(len(x), dtype=torch.long) if labels is None else labels.cpu()
+    return DataLoader(TensorDataset(x, labels), batch_size=cfg.batch_size)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -62,7 +76,9 @@ def evaluate(cfg: DictConfig) -> dict:
         "estimator_config": OmegaConf.to_container(cfg.logdet) if cfg.get("logdet") else module.hparams.get("eval_logdet")
         or module.hparams.model.get("logdet"),
     }
-    print(f"{split} {module.metric}: {result['mean']:.4f} ± {result['se']:.4f} "
+    given = " (conditional on the labels)" if module.eval_model.conditional else ""
+    accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
+    print(f"{split} {module.metric}{given}: {result['mean']:.4f} ± {result['se']:.4f}{accuracy} "
           f"({result['n']} images, {seconds:.1f} s)")
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -7,7 +7,8 @@ import torch
 from omegaconf import DictConfig
 
 from iresnet.cli.common import (
-    apply_runtime_config, checkpoint_datamodule, config_dir, exit_on_user_error, require_converged, writable_output,
+    apply_runtime_config, checkpoint_datamodule, class_labels, config_dir, exit_on_user_error, require_converged,
+    writable_output,
 )  # fmt: skip
 from iresnet.cli.images import image_shape, read_images
 from iresnet.data import to_unit_interval
@@ -15,18 +16,19 @@ from iresnet.training.checkpoint import load_module
 from iresnet.visualize import save_reconstruction_grid
 
 
-def first_images(datamodule, split: str, n: int) -> torch.Tensor:
-    """The first ``n`` (dequantized) images of ``split``: ``(n, C, H, W)``."""
+def first_images(datamodule, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` (dequantized) images of ``split`` and their labels: ``(n, C, H, W)``, ``(n, ...)``."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}.")
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    batches, count = [], 0
-    for x, _ in loader:
-        batches.append(x)
+    images, labels, count = [], [], 0
+    for x, y in loader:
+        images.append(x)
+        labels.append(y)
         count += len(x)
         if count >= n:
             break
-    return torch.cat(batches)[:n]
+    return torch.cat(images)[:n], torch.cat(labels)[:n]
 
 
 def invert(cfg: DictConfig) -> float:
@@ -46,10 +48,14 @@ def invert(cfg: DictConfig) -> float:
             block.solver.max_iter = cfg.max_iter
     if cfg.get("images"):
         x = to_unit_interval(read_images(cfg.images, image_shape(model))[: cfg.n])
+        if model.conditional and cfg.get("label") in (None, "all"):
+            raise ValueError("images= with a class-conditional checkpoint needs the images' class: pass label=<class>.")
+        context, _ = class_labels(model, cfg.get("label"), len(x))
     else:
-        x = first_images(checkpoint_datamodule(cfg, module), cfg.split, cfg.n)
+        x, y = first_images(checkpoint_datamodule(cfg, module), cfg.split, cfg.n)
+        context = y.to(cfg.device) if model.conditional else None
     x = x.to(cfg.device)
-    reconstruction = model.reconstruct(x)
+    reconstruction = model.reconstruct(x, context)
     require_converged(model)
     error = float((reconstruction - x).abs().max())
     stats = [b.last_inverse_stats for b in model.residual_blocks() if b.last_inverse_stats is not None]

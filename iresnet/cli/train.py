@@ -93,8 +93,9 @@ def train(cfg: DictConfig) -> dict:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         name = module.metric
         if trainer.is_global_zero:
+            accuracy = f", test accuracy: {metrics['test/acc']:.4f}" if "test/acc" in metrics else ""
             print(f"test {'bits/dim' if name == 'bpd' else 'nats/dim'}: "
-                  f"{metrics[f'test/{name}']:.4f} ± {metrics[f'test/{name}_se']:.4f}")
+                  f"{metrics[f'test/{name}']:.4f} ± {metrics[f'test/{name}_se']:.4f}{accuracy}")
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         write_learning_curves(run_dir, module.metric)

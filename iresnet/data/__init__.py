@@ -14,12 +14,10 @@ from .idx import read_idx
 from .images import ImageDataModule, StoredImageDataModule
 from .mnist import FashionMNISTDataModule, MNISTDataModule
 from .mnist5k import Mnist5kDataModule
-from .registry import DATAMODULES, get_datamodule
-from .toy2d import TOY_SAMPLERS, Toy2dDataModule, sample_toy2d
+from .toy2d import TOY_COMPONENTS, TOY_SAMPLERS, Toy2dDataModule, sample_toy2d, sample_toy2d_components
 
 __all__ = [
     "CIFAR10DataModule",
-    "DATAMODULES",
     "DatasetNotFoundError",
     "DequantizeCollate",
     "FashionMNISTDataModule",
@@ -29,13 +27,14 @@ __all__ = [
     "Mnist5kDataModule",
     "Split",
     "StoredImageDataModule",
+    "TOY_COMPONENTS",
     "TOY_SAMPLERS",
     "Toy2dDataModule",
     "check_images",
     "dequantize",
-    "get_datamodule",
     "read_idx",
     "sample_toy2d",
+    "sample_toy2d_components",
     "to_bins",
     "to_unit_interval",
 ]

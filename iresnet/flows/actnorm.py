@@ -17,6 +17,7 @@ class ActNorm(Flow):
     so every replica starts identical.
 
     Shapes: ``x: (B, C, H, W)`` or ``x: (B, C)``; ``logdet = H * W * sum(log_scale)``, shape (B,).
+    The context is ignored.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
@@ -44,7 +45,7 @@ class ActNorm(Flow):
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if x.dim() not in (2, 4) or x.shape[1] != self.bias.numel():
             raise ValueError(
                 f"ActNorm({self.bias.numel()}) expects (B, {self.bias.numel()}) or "
@@ -57,7 +58,7 @@ class ActNorm(Flow):
         logdet = (self.log_scale.sum() * spatial).expand(x.shape[0])
         return y, logdet
 
-    def inverse(self, y: Tensor) -> Tensor:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         if not self.initialized:
             raise RuntimeError(
                 "ActNorm.inverse called before initialization; run a training-mode forward pass "

@@ -1,11 +1,14 @@
 """The flow convention shared by every layer of iresnet.
 
-A flow layer is a bijection ``f`` with a tractable log-determinant:
+A flow layer is a bijection ``f(.; c)`` of ``x`` for every context ``c``, with a tractable
+log-determinant:
 
-    forward(x) -> (y, logdet)   with  y = f(x),  logdet = log|det df/dx|  of shape (batch,)
-    inverse(y) -> x             with  x = f^{-1}(y)
+    forward(x, context=None) -> (y, logdet)   with  y = f(x; c),  logdet = log|det df/dx|  of shape (batch,)
+    inverse(y, context=None) -> x             with  x = f^{-1}(y; c)
 
-Composite flows sum log-determinants and invert in reverse order.
+Composite flows sum log-determinants, invert in reverse order and pass the context on. The
+context is a tensor whose first dimension is the batch (labels ``(B,)``, features ``(B, K)``);
+layers that do not use it ignore it.
 """
 
 from __future__ import annotations
@@ -13,37 +16,43 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from iresnet.lipschitz.conditional import takes_context
+
+
+__all__ = ["Flow", "FlowSequential", "check_finite", "takes_context"]
+
 
 class Flow(nn.Module):
-    """Base class of flow layers: ``forward(x) -> (y, logdet)`` and ``inverse(y) -> x``."""
+    """Base class of flow layers: ``forward(x, context=None) -> (y, logdet)`` and
+    ``inverse(y, context=None) -> x``."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class FlowSequential(Flow):
-    """Chains flows: ``y = f_n(...f_1(x))`` with ``logdet = sum_i logdet_i``.
+    """Chains flows: ``y = f_n(...f_1(x; c)...; c)`` with ``logdet = sum_i logdet_i``.
 
-    The inverse applies the layers' inverses in reverse order.
+    The inverse applies the layers' inverses in reverse order; every layer gets the context.
     """
 
     def __init__(self, *flows: Flow) -> None:
         super().__init__()
         self.flows = nn.ModuleList(flows)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = x.new_zeros(x.shape[0])
         for flow in self.flows:
-            x, ld = flow(x)
+            x, ld = flow(x, context)
             logdet = logdet + ld
         return x, logdet
 
-    def inverse(self, y: Tensor) -> Tensor:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         for flow in reversed(self.flows):
-            y = flow.inverse(y)
+            y = flow.inverse(y, context)
         return y
 
     def __len__(self) -> int:

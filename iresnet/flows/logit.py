@@ -11,6 +11,17 @@ from torch import Tensor
 from iresnet.flows.base import Flow
 
 
+def check_unit_interval(x: Tensor) -> None:
+    """``ValueError`` unless every value of ``x`` is finite and in [0, 1] (images scaled by 255)."""
+    if not torch.isfinite(x).all():
+        raise ValueError("Input images contain NaN or Inf pixels; clean the data before the model.")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"Input pixels must lie in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]; "
+            "divide 0..255 images by 255 (the data modules do this and dequantize)."
+        )
+
+
 class LogitTransform(Flow):
     """``y = logit(alpha + (1 - 2 alpha) x)`` for ``x`` in [0, 1] (RealNVP).
 
@@ -18,7 +29,8 @@ class LogitTransform(Flow):
 
         log |dy/dx| = log(1 - 2 alpha) - log s - log(1 - s), summed over all dimensions.
 
-    Shapes: ``x: (B, ...)``; ``logdet: (B,)``.
+    Shapes: ``x: (B, ...)``; ``logdet: (B,)``. The context is ignored. ``x`` must be finite and in
+    [0, 1]: anything else raises a ``ValueError`` saying how to fix the data.
     """
 
     def __init__(self, alpha: float = 1e-6) -> None:
@@ -27,12 +39,13 @@ class LogitTransform(Flow):
             raise ValueError(f"LogitTransform alpha must lie in [0, 0.5), got {alpha}.")
         self.alpha = alpha
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_unit_interval(x)
         s = self.alpha + (1 - 2 * self.alpha) * x
         y = torch.log(s) - torch.log1p(-s)
         # log s + log(1-s) = -softplus(-y) - softplus(y), stable for large |y|.
         log_jac = math.log(1 - 2 * self.alpha) + F.softplus(-y) + F.softplus(y)
         return y, log_jac.flatten(1).sum(1)
 
-    def inverse(self, y: Tensor) -> Tensor:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)

@@ -1,4 +1,4 @@
-"""The invertible residual block ``y = x + g(x)`` with ``Lip(g) < 1``."""
+"""The invertible residual block ``y = x + g(x; c)`` with ``Lip_x(g) < 1``."""
 
 from __future__ import annotations
 
@@ -7,25 +7,32 @@ from torch import Tensor, nn
 
 from iresnet.flows.base import Flow, check_finite
 from iresnet.inverse import FixedPointInverse, InverseStats
+from iresnet.lipschitz.conditional import takes_context
 from iresnet.logdet import RouletteLogDet
 
 
 class ResidualBlock(Flow):
-    """Invertible residual block ``y = x + net(x)`` (Behrmann et al. 2019).
+    """Invertible residual block ``y = x + net(x)`` (Behrmann et al. 2019), or ``x + net(x, c)``.
 
-    ``net`` must be contractive (``Lip(net) < 1``, e.g. built from spectrally normalized layers
-    and 1-Lipschitz activations); then the map is a bijection (Banach fixed point) and
+    ``net`` must be contractive in ``x`` (``Lip(net) < 1``, e.g. built from spectrally
+    normalized layers and 1-Lipschitz activations; with a context, for every fixed context:
+    :mod:`iresnet.lipschitz.conditional`); then the map is a bijection (Banach fixed point) and
 
         log det(I + J_net(x)) = sum_{k>=1} (-1)^(k+1) tr(J_net(x)^k) / k,
 
-    which ``logdet`` estimates. ``inverse`` solves ``x + net(x) = y``.
+    which ``logdet`` estimates. ``inverse`` solves ``x + net(x) = y``. A ``net`` whose ``forward``
+    has a ``context`` parameter is called as ``net(x, context)``; other nets ignore the context.
 
     Args:
         net: the residual branch ``g``; maps ``x: (B, ...)`` to the same shape.
-        logdet: a log-determinant estimator ``(net, x, training) -> (g(x), logdet)``;
+        logdet: a log-determinant estimator ``(net, x, training, context) -> (g(x), logdet)``;
             defaults to the Residual Flows estimator (Russian roulette, Neumann gradient).
-        inverse: an inverse solver ``(net, y) -> (x, InverseStats)``; defaults to
+        inverse: an inverse solver ``(net, y, context=...) -> (x, InverseStats)``; defaults to
             :class:`FixedPointInverse`.
+
+    After each call the block keeps its own statistics: ``last_logdet`` (detached ``(B,)``) and
+    ``last_n_terms`` (series terms of that estimate, None for exact ones) after ``forward``,
+    ``last_inverse_stats`` after ``inverse`` (estimators and solvers may be shared by blocks).
     """
 
     def __init__(self, net: nn.Module, logdet=None, inverse=None) -> None:
@@ -33,25 +40,35 @@ class ResidualBlock(Flow):
         self.net = net
         self.logdet = logdet if logdet is not None else RouletteLogDet()
         self.solver = inverse if inverse is not None else FixedPointInverse()
+        self.conditional = takes_context(net)
+        self.last_logdet: Tensor | None = None
+        self.last_n_terms: int | None = None
         self.last_inverse_stats: InverseStats | None = None
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_finite(x, "ResidualBlock.forward")
-        gx, logdet = self.logdet(self.net, x, training=self.training)
+        context = context if self.conditional else None
+        gx, logdet = self.logdet(self.net, x, training=self.training, context=context)
+        self.last_logdet, self.last_n_terms = logdet.detach(), getattr(self.logdet, "last_n_terms", None)
         return x + gx, logdet
 
-    def inverse(self, y: Tensor) -> Tensor:
-        """Solves ``x + net(x) = y``.
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        """Solves ``x + net(x) = y`` (``x + net(x, c) = y``).
 
         ``y`` may have a wider dtype than the weights (float64 codes for a float32 model): the
         iterates and residuals then stay in ``y``'s precision and only ``net`` runs in its own.
         This removes the float32 rounding floor of ``y - net(x)`` at the cost of a cast.
         """
         check_finite(y, "ResidualBlock.inverse")
+        context = context if self.conditional else None
         weight = next(self.net.parameters(), None)
         if weight is None or weight.dtype == y.dtype:
-            x, self.last_inverse_stats = self.solver(self.net, y)
+            x, self.last_inverse_stats = self.solver(self.net, y, context=context)
         else:
-            net = lambda x: self.net(x.to(weight.dtype)).to(y.dtype)  # noqa: E731
-            x, self.last_inverse_stats = self.solver(net, y, eps=torch.finfo(weight.dtype).eps)
+            dtype = weight.dtype
+
+            def net(x: Tensor, *context: Tensor) -> Tensor:
+                return self.net(x.to(dtype), *context).to(y.dtype)
+
+            x, self.last_inverse_stats = self.solver(net, y, eps=torch.finfo(dtype).eps, context=context)
         return x

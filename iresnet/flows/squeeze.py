@@ -11,7 +11,7 @@ class Squeeze(Flow):
     """Trades space for channels: ``(B, C, H, W) -> (B, C f^2, H / f, W / f)``; logdet 0.
 
     Each output channel block ``c * f^2 + i * f + j`` holds the pixels at offset ``(i, j)`` of
-    the ``f x f`` cells of input channel ``c``.
+    the ``f x f`` cells of input channel ``c``. The context is ignored.
     """
 
     def __init__(self, factor: int = 2) -> None:
@@ -20,7 +20,7 @@ class Squeeze(Flow):
             raise ValueError(f"Squeeze factor must be >= 2, got {factor}.")
         self.factor = factor
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         b, c, h, w = x.shape
         f = self.factor
         if h % f or w % f:
@@ -31,7 +31,7 @@ class Squeeze(Flow):
         y = x.reshape(b, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4)
         return y.reshape(b, c * f * f, h // f, w // f), x.new_zeros(b)
 
-    def inverse(self, y: Tensor) -> Tensor:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         b, c, h, w = y.shape
         f = self.factor
         x = y.reshape(b, c // (f * f), f, f, h, w).permute(0, 1, 4, 2, 5, 3)

@@ -5,7 +5,6 @@ Each solver is called as ``solver(fn, y) -> (x, InverseStats)``.
 
 from iresnet.inverse.anderson import AndersonInverse
 from iresnet.inverse.base import InverseSolver, full_float32_precision
-from iresnet.inverse.factory import get_inverse_solver
 from iresnet.inverse.fixed_point import FixedPointInverse
 from iresnet.inverse.stats import InverseConvergenceError, InverseConvergenceWarning, InverseStats
 
@@ -17,5 +16,4 @@ __all__ = [
     "InverseSolver",
     "InverseStats",
     "full_float32_precision",
-    "get_inverse_solver",
 ]

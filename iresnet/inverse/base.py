@@ -69,7 +69,8 @@ def is_int_at_least(value: object, low: int) -> bool:
 
 
 class InverseSolver(ABC):
-    """Callable ``solver(fn, y) -> (x, InverseStats)`` solving ``x + fn(x) = y`` for ``y: (B, ...)``.
+    """Callable ``solver(fn, y) -> (x, InverseStats)`` solving ``x + fn(x) = y`` for ``y: (B, ...)``;
+    with ``context=c`` (one row per sample), ``x + fn(x, c) = y``.
 
     Runs without an autograd graph and without TF32 (:func:`full_float32_precision`). If some
     sample has not converged after ``max_iter`` iterations it raises
@@ -104,18 +105,23 @@ class InverseSolver(ABC):
         """The next iterates of the running samples from ``x`` and ``mapped = G(x)``, both ``(b, D)``."""
 
     def __call__(
-        self, fn: Callable[[Tensor], Tensor], y: Tensor, eps: float | None = None
+        self, fn: Callable[..., Tensor], y: Tensor, eps: float | None = None, context: Tensor | None = None
     ) -> tuple[Tensor, InverseStats]:
-        """Solves ``x + fn(x) = y``; ``eps`` is the precision ``fn`` computes in (default: ``y``'s)."""
+        """Solves ``x + fn(x) = y`` (``x + fn(x, context) = y`` with a context); ``eps`` is the
+        precision ``fn`` computes in (default: ``y``'s)."""
         with torch.no_grad(), full_float32_precision():
-            x, stats, n_running = self._solve(fn, y, torch.finfo(y.dtype).eps if eps is None else eps)
+            eps = torch.finfo(y.dtype).eps if eps is None else eps
+            x, stats, n_running = self._solve(fn, y, eps, context)
         self.last_stats = stats
         if not stats.converged:
             self._fail(stats, n_running, y.shape[0])
         return x, stats
 
-    def _solve(self, fn: Callable[[Tensor], Tensor], y: Tensor, eps: float) -> tuple[Tensor, InverseStats, int]:
-        """The iterates, their stats, and how many samples had not converged."""
+    def _solve(
+        self, fn: Callable[..., Tensor], y: Tensor, eps: float, context: Tensor | None
+    ) -> tuple[Tensor, InverseStats, int]:
+        """The iterates, their stats, and how many samples had not converged. The context rows
+        follow the samples still running."""
         sample_shape, y_flat = y.shape[1:], y.flatten(1)
         out, residual = y_flat.clone(), torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         running = torch.arange(y.shape[0], device=y.device)
@@ -124,7 +130,8 @@ class InverseSolver(ABC):
         best = torch.full_like(y_scale, float("inf"))
         stalled = torch.zeros_like(y_scale, dtype=torch.long)
         for iteration in range(self.max_iter + 1):
-            mapped = y_flat[running] - fn(x.view(-1, *sample_shape)).flatten(1)
+            gx = fn(x.view(-1, *sample_shape)) if context is None else fn(x.view(-1, *sample_shape), context[running])
+            mapped = y_flat[running] - gx.flatten(1)
             res = (mapped - x).abs().amax(1)
             out[running], residual[running] = x, res
             x_scale = x.abs().amax(1)

@@ -12,6 +12,8 @@ from iresnet.lipschitz.activations import (
     get_activation,
 )
 from iresnet.lipschitz.circular import circular_conv_spectral_norm, conv_singular_values_fft
+from iresnet.lipschitz.conditional import ConditionalSequential, ContextShift, needs_context, takes_context
+from iresnet.lipschitz.dense import LipschitzDenseLayer
 from iresnet.lipschitz.exact import exact_spectral_norm
 from iresnet.lipschitz.parametrization import ConvSpectralNorm, MatrixSpectralNorm, SpectralNorm
 from iresnet.lipschitz.report import BranchBound, LayerLipschitz, LipschitzReport, lipschitz_report
@@ -21,9 +23,12 @@ from iresnet.lipschitz.update import PowerIterationResult, update_spectral_norms
 __all__ = [
     "BranchBound",
     "CLipSwish",
+    "ConditionalSequential",
+    "ContextShift",
     "ConvSpectralNorm",
     "LayerLipschitz",
     "LipSwish",
+    "LipschitzDenseLayer",
     "LipschitzReport",
     "MatrixSpectralNorm",
     "PowerIterationResult",
@@ -34,7 +39,9 @@ __all__ = [
     "exact_spectral_norm",
     "get_activation",
     "lipschitz_report",
+    "needs_context",
     "spectral_norm",
     "spectral_norm_modules",
+    "takes_context",
     "update_spectral_norms",
 ]

@@ -27,8 +27,9 @@ class LayerLipschitz:
 
 @dataclass(frozen=True)
 class BranchBound:
-    """Residual block ``name`` with branch ``name.net``: ``bound`` is the product of the normalized
-    sigmas of ``layers``, or ``inf`` if the branch has linear layers without spectral norm
+    """Residual block ``name`` with branch ``name.net``: ``bound`` is the branch's Lipschitz bound in
+    its input from the normalized sigmas of ``layers`` (their product for a plain chain), or
+    ``inf`` if the branch has linear layers without spectral norm on the path of the input
     (``unnormalized``)."""
 
     name: str
@@ -84,13 +85,47 @@ def _is_residual_block(module: nn.Module) -> bool:
     return isinstance(getattr(module, "net", None), nn.Module) and callable(getattr(module, "inverse", None))
 
 
+def _branch_bound(
+    net: nn.Module, prefix: str, layers: dict[str, LayerLipschitz]
+) -> tuple[float, tuple[str, ...], tuple[str, ...]]:
+    """The Lipschitz bound of ``net`` in its input, with the normalized and the unnormalized
+    linear layers it depends on.
+
+    A spectral-normalized layer counts its normalized sigma and a linear layer without it
+    ``inf``; a module that defines ``lipschitz_bound(bound_of)`` composes its parts' bounds
+    itself (a dense layer, a context shift, whose context network is not on the path of ``x``);
+    any other module with children is taken as the composition of its children (the product of
+    their bounds), and a module without children (an activation) as 1-Lipschitz.
+    """
+    names = {module: name for name, module in net.named_modules(prefix=prefix)}
+    normalized: list[str] = []
+    unnormalized: list[str] = []
+
+    def bound_of(module: nn.Module) -> float:
+        name = names[module]
+        if name in layers:
+            normalized.append(name)
+            return layers[name].normalized_sigma
+        if isinstance(module, _LINEAR_LAYERS):
+            unnormalized.append(name)
+            return math.inf
+        if hasattr(module, "lipschitz_bound"):
+            return module.lipschitz_bound(bound_of)
+        return math.prod(bound_of(child) for child in module.children())
+
+    bound = bound_of(net)
+    return bound, tuple(normalized), tuple(unnormalized)
+
+
 def lipschitz_report(model: nn.Module) -> LipschitzReport:
     """Collect each spectral-normalized layer and the Lipschitz bound of each residual branch.
 
     Reads the stored ``sigma`` estimates and changes nothing; call
     :func:`~iresnet.lipschitz.update_spectral_norms` first for converged values. A residual block
     is any module with an ``nn.Module`` attribute ``net`` (its branch) and a callable ``inverse``;
-    the branch bound assumes every other module inside ``net`` is 1-Lipschitz.
+    the branch bound is computed as :func:`_branch_bound` says: the product of its normalized
+    sigmas for a plain chain of layers and 1-Lipschitz activations, the dense-layer bound for
+    i-DenseNet branches, and the bound in ``x`` for every fixed context for conditional ones.
     """
     layers = {}
     for name, _, sn in spectral_norm_modules(model):
@@ -101,11 +136,6 @@ def lipschitz_report(model: nn.Module) -> LipschitzReport:
         if not _is_residual_block(block):
             continue
         prefix = f"{block_name}.net" if block_name else "net"
-        inside = [(name, module) for name, module in block.net.named_modules(prefix=prefix)]
-        normalized = tuple(name for name, _ in inside if name in layers)
-        unnormalized = tuple(
-            name for name, module in inside if isinstance(module, _LINEAR_LAYERS) and name not in layers
-        )
-        bound = math.inf if unnormalized else math.prod(layers[name].normalized_sigma for name in normalized)
+        bound, normalized, unnormalized = _branch_bound(block.net, prefix, layers)
         branches.append(BranchBound(block_name, bound, normalized, unnormalized))
     return LipschitzReport(tuple(layers.values()), tuple(branches))

@@ -5,7 +5,6 @@ Each estimator is called as ``est(net, x, training) -> (g(x), logdet)`` with
 """
 
 from iresnet.logdet.exact import ExactLogDet, batch_jacobian, exact_logdet
-from iresnet.logdet.factory import get_logdet_estimator
 from iresnet.logdet.power_series import PowerSeriesLogDet
 from iresnet.logdet.probes import sample_probe
 from iresnet.logdet.roulette import RouletteLogDet
@@ -16,6 +15,5 @@ __all__ = [
     "RouletteLogDet",
     "batch_jacobian",
     "exact_logdet",
-    "get_logdet_estimator",
     "sample_probe",
 ]

@@ -15,16 +15,16 @@ import torch
 from torch import Tensor, nn
 
 
-def requires_graph(fn: Callable[[Tensor], Tensor], x: Tensor) -> bool:
-    """Whether the caller can differentiate the results of ``fn`` at ``x``.
+def requires_graph(fn: Callable[..., Tensor], x: Tensor, context: Tensor | None = None) -> bool:
+    """Whether the caller can differentiate the results of ``fn`` at ``x`` (and ``context``).
 
-    True when grad mode is on and ``x`` or a parameter of ``fn`` requires grad. A plain
-    function (not an ``nn.Module``) may close over tensors that require grad, so with grad
+    True when grad mode is on and ``x``, the context or a parameter of ``fn`` requires grad. A
+    plain function (not an ``nn.Module``) may close over tensors that require grad, so with grad
     mode on it is assumed differentiable.
     """
     if not torch.is_grad_enabled():
         return False
-    if x.requires_grad or not isinstance(fn, nn.Module):
+    if x.requires_grad or (context is not None and context.requires_grad) or not isinstance(fn, nn.Module):
         return True
     return any(p.requires_grad for p in fn.parameters())
 
@@ -93,6 +93,16 @@ def frozen_parametrizations(net: nn.Module) -> Iterator[None]:
     finally:
         for module, mode in modes:
             module.training = mode
+
+
+def call_net(net: Callable[..., Tensor], x: Tensor, context: Tensor | None) -> Tensor:
+    """``net(x)``, or ``net(x, context)`` for a conditional branch (the Jacobian is in ``x`` only)."""
+    return net(x) if context is None else net(x, context)
+
+
+def rows_of(context: Tensor | None, part: slice) -> Tensor | None:
+    """The context rows of the samples in ``part`` (None stays None)."""
+    return None if context is None else context[part]
 
 
 def net_chunks(net: nn.Module, n: int, chunk_size: int | None) -> Iterator[slice]:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import graph_scope, requires_graph, tracked_input
+from iresnet.logdet._autograd import call_net, graph_scope, requires_graph, tracked_input
 from iresnet.logdet._validate import check_choice, check_int_at_least
 from iresnet.logdet.memory_efficient import memory_efficient_logdet
 from iresnet.logdet.probes import PROBE_KINDS, sample_probe
@@ -18,9 +18,10 @@ from iresnet.logdet.series import GRAD_MODES, chunked_series_terms, series_logde
 
 
 class SeriesLogDet(ABC):
-    """Estimator ``est(net, x, training) -> (g(x), logdet)`` of ``log det(I + dg/dx)``.
+    """Estimator ``est(net, x, training, context=None) -> (g(x), logdet)`` of ``log det(I + dg/dx)``.
 
-    ``x: (B, ...)``; ``logdet: (B,)``. The results are differentiable (w.r.t. ``x`` and the
+    ``x: (B, ...)``; ``logdet: (B,)``. With a context (one row per sample) the branch is
+    ``g(x) = net(x, context)`` and the Jacobian is in ``x`` at fixed context. The results are differentiable (w.r.t. ``x`` and the
     parameters of ``net``) when grad mode is on and something requires grad, with the
     gradient given by ``grad`` (``"backprop"`` or ``"neumann"``). If ``memory_efficient``,
     no graph is kept between forward and backward: ``g`` is recomputed in the backward pass
@@ -78,18 +79,20 @@ class SeriesLogDet(ABC):
             bounds.append(max(1, self.chunk_pixels // math.prod(x.shape[2:])))
         return min(bounds, default=None)
 
-    def __call__(self, net: nn.Module, x: Tensor, training: bool) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, net: nn.Module, x: Tensor, training: bool, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         coeffs = self.coefficients(training)
         probes = sample_probe(x, self.probe, self.n_probes)
         chunk = self.samples_per_chunk(x)
-        if not requires_graph(net, x):
-            g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, chunk, neumann=False)
+        if not requires_graph(net, x, context):
+            g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, chunk, neumann=False, context=context)
         elif self.memory_efficient:
-            g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, chunk)
+            g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, chunk, context)
         else:
             with graph_scope():
                 x_in = tracked_input(x, keep_graph=True)
-                g_x = net(x_in)
+                g_x = call_net(net, x_in, context)
                 value, objective = series_logdet(g_x, x_in, probes, coeffs, self.grad)
             logdet = with_gradient_of(value, objective)
         self.last_n_terms = len(coeffs)

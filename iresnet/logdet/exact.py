@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import graph_scope, requires_graph, tracked_input, vjp
+from iresnet.logdet._autograd import call_net, graph_scope, requires_graph, tracked_input, vjp
 
 
 def batch_jacobian(out: Tensor, x: Tensor, create_graph: bool) -> Tensor:
@@ -27,13 +27,14 @@ def batch_jacobian(out: Tensor, x: Tensor, create_graph: bool) -> Tensor:
 
 
 def _jacobian_logdet(
-    fn: Callable[[Tensor], Tensor], x: Tensor, add_identity: bool
+    fn: Callable[..., Tensor], x: Tensor, add_identity: bool, context: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """``fn(x)`` and ``log|det(J)|`` per sample, with ``J = d fn/dx`` (``+ I`` if ``add_identity``)."""
-    keep_graph = requires_graph(fn, x)
+    """``fn(x)`` and ``log|det(J)|`` per sample, with ``J = d fn/dx`` (``+ I`` if ``add_identity``);
+    with a context, ``fn(x, context)`` and its Jacobian in ``x``."""
+    keep_graph = requires_graph(fn, x, context)
     with graph_scope():
         x_in = tracked_input(x, keep_graph)
-        out = fn(x_in)
+        out = call_net(fn, x_in, context)
         if out[0].numel() != x_in[0].numel():
             raise ValueError(
                 f"the Jacobian must be square: fn maps {x_in[0].numel()} to {out[0].numel()} "
@@ -59,7 +60,8 @@ def exact_logdet(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 class ExactLogDet:
     """Estimator object computing ``log det(I + J_g(x))`` exactly from the dense Jacobian.
 
-    Called as ``est(net, x, training) -> (g(x), logdet)`` with ``logdet: (B,)``; ``training``
+    Called as ``est(net, x, training, context=None) -> (g(x), logdet)`` with ``logdet: (B,)`` (the
+    Jacobian in ``x``, for ``net(x, context)`` when a context is given); ``training``
     is ignored (the value is exact either way). Differentiable (through the Jacobian) when
     grad mode is on, so a low-dimensional flow can be trained with it.
     """
@@ -67,8 +69,10 @@ class ExactLogDet:
     def __init__(self) -> None:
         self.last_logdet: Tensor | None = None
 
-    def __call__(self, net: nn.Module, x: Tensor, training: bool) -> tuple[Tensor, Tensor]:
-        g_x, logdet = _jacobian_logdet(net, x, add_identity=True)
+    def __call__(
+        self, net: nn.Module, x: Tensor, training: bool, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        g_x, logdet = _jacobian_logdet(net, x, add_identity=True, context=context)
         self.last_logdet = logdet.detach()
         return g_x, logdet
 

@@ -27,16 +27,17 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from iresnet.logdet._autograd import batch_chunks, frozen_parametrizations
+from iresnet.logdet._autograd import batch_chunks, call_net, frozen_parametrizations
 from iresnet.logdet.series import chunked_series_terms, neumann_surrogate, series_terms
 
 
 class _MemoryEfficientLogDet(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float],
-                grad: str, chunk_size: int | None, *params: Tensor):  # fmt: skip
-        g, value, rows = chunked_series_terms(net, x, probes, coeffs, chunk_size, neumann=grad == "neumann")
-        ctx.save_for_backward(x, probes)
+    def forward(ctx: Any, net: nn.Module, x: Tensor, context: Tensor | None, probes: Tensor,
+                coeffs: Sequence[float], grad: str, chunk_size: int | None, *params: Tensor):  # fmt: skip
+        neumann = grad == "neumann"
+        g, value, rows = chunked_series_terms(net, x, probes, coeffs, chunk_size, neumann, context)
+        ctx.save_for_backward(x, probes, context)
         # Intermediates, kept per chunk: concatenating would lose their memory layout.
         ctx.rows = rows
         ctx.net, ctx.coeffs, ctx.chunk_size, ctx.params = net, coeffs, chunk_size, params
@@ -45,40 +46,55 @@ class _MemoryEfficientLogDet(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_g: Tensor, grad_logdet: Tensor):
-        x, probes = ctx.saved_tensors
+        x, probes, context = ctx.saved_tensors
         net, params, rows = ctx.net, ctx.params, ctx.rows
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[1] else None
+        # A context that requires grad (features of a network trained jointly) gets its gradient
+        # through the branch's value and the log-det surrogate, at fixed x.
+        grad_context = torch.zeros_like(context) if ctx.needs_input_grad[2] else None
         grad_params: list[Tensor | None] = [None] * len(params)
         with torch.enable_grad(), frozen_parametrizations(net):
             for i, part in enumerate(batch_chunks(len(x), ctx.chunk_size)):
                 x_in = x[part].detach().requires_grad_(True)
-                g = net(x_in)
+                c_in = None if context is None else context[part].detach().requires_grad_(grad_context is not None)
+                g = call_net(net, x_in, c_in)
                 if rows is None:
                     objective, _ = series_terms(g, x_in, probes[:, part], ctx.coeffs, create_graph=True)
                 else:
                     objective = neumann_surrogate(g, x_in, rows[i], probes[:, part])
-                inputs = (x_in, *params) if grad_x is not None else params
+                inputs = [*([x_in] if grad_x is not None else []), *([c_in] if grad_context is not None else [])]
                 grads = torch.autograd.grad(
-                    (g, objective), inputs, (grad_g[part], grad_logdet[part]), allow_unused=True
+                    (g, objective), (*inputs, *params), (grad_g[part], grad_logdet[part]), allow_unused=True
                 )
                 if grad_x is not None:
                     grad_x[part], grads = grads[0], grads[1:]
+                if grad_context is not None:
+                    if grads[0] is not None:
+                        grad_context[part] = grads[0]
+                    grads = grads[1:]
                 grad_params = [
                     total if new is None else new if total is None else total.add_(new)
                     for total, new in zip(grad_params, grads)
                 ]
         ctx.rows = None
-        return (None, grad_x, None, None, None, None, *grad_params)
+        return (None, grad_x, grad_context, None, None, None, None, *grad_params)
 
 
 def memory_efficient_logdet(
-    net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float], grad: str, chunk_size: int | None
+    net: nn.Module,
+    x: Tensor,
+    probes: Tensor,
+    coeffs: Sequence[float],
+    grad: str,
+    chunk_size: int | None,
+    context: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(g(x), logdet)`` through :class:`_MemoryEfficientLogDet`; differentiable w.r.t. ``x``
-    and the parameters of ``net`` that require grad.
+    """``(g(x), logdet)`` through :class:`_MemoryEfficientLogDet`; differentiable w.r.t. ``x``,
+    the context (if it requires grad) and the parameters of ``net`` that require grad.
 
     ``x: (B, ...)``; ``probes: (P, B, ...)``; ``coeffs`` the term weights; ``grad`` the
-    gradient mode; ``chunk_size`` samples per evaluation of ``net`` (``None``: all at once).
+    gradient mode; ``chunk_size`` samples per evaluation of ``net`` (``None``: all at once);
+    ``context``: one row per sample, or None for ``net(x)``.
     """
     params = [p for p in net.parameters() if p.requires_grad]
-    return _MemoryEfficientLogDet.apply(net, x, probes, coeffs, grad, chunk_size, *params)
+    return _MemoryEfficientLogDet.apply(net, x, context, probes, coeffs, grad, chunk_size, *params)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import batch_dot, graph_scope, net_chunks, tracked_input, vjp
+from iresnet.logdet._autograd import batch_dot, call_net, graph_scope, net_chunks, rows_of, tracked_input, vjp
 
 GRAD_MODES = ("backprop", "neumann")
 
@@ -58,16 +58,23 @@ def series_terms(
 
 
 def chunked_series_terms(
-    net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float], chunk_size: int | None, neumann: bool
+    net: nn.Module,
+    x: Tensor,
+    probes: Tensor,
+    coeffs: Sequence[float],
+    chunk_size: int | None,
+    neumann: bool,
+    context: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
-    """:func:`series_terms` of ``g = net(x)`` on chunks of at most ``chunk_size`` samples, each
-    chunk's graph freed once its VJPs are taken: ``(g(x), value)`` detached, and the Neumann rows
-    per chunk (``None`` unless ``neumann``). Works under ``no_grad`` and ``inference_mode``."""
+    """:func:`series_terms` of ``g = net(x)`` (``net(x, context)``) on chunks of at most
+    ``chunk_size`` samples, each chunk's graph freed once its VJPs are taken: ``(g(x), value)``
+    detached, and the Neumann rows per chunk (``None`` unless ``neumann``). Works under
+    ``no_grad`` and ``inference_mode``."""
     g_parts, values, rows = [], [], []
     for part in net_chunks(net, len(x), chunk_size):
         with graph_scope():
             x_in = tracked_input(x[part], keep_graph=False)
-            g = net(x_in)
+            g = call_net(net, x_in, rows_of(context, part))
             value, row = series_terms(g, x_in, probes[:, part], coeffs, neumann=neumann)
         g_parts.append(g.detach())
         values.append(value.detach())

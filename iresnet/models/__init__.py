@@ -1,8 +1,20 @@
-"""Density models: the multi-scale image flow, the 2-D toy flow, and priors."""
+"""Density models: ``FlowModel(flow, prior)``, the presets built from it, and priors."""
 
 from iresnet.models.base import FlowModel
-from iresnet.models.priors import DiagonalGaussian, StandardNormal, get_prior
-from iresnet.models.residual_flow import ResidualFlow
+from iresnet.models.priors import (
+    ClassConditionalGaussian, ConditionalGaussian, DiagonalGaussian, DistributionPrior, StandardNormal,
+)  # fmt: skip
+from iresnet.models.residual_flow import ResidualFlow, ScaleClassifier
 from iresnet.models.toy import ToyFlow
 
-__all__ = ["DiagonalGaussian", "FlowModel", "ResidualFlow", "StandardNormal", "ToyFlow", "get_prior"]
+__all__ = [
+    "ClassConditionalGaussian",
+    "ConditionalGaussian",
+    "DiagonalGaussian",
+    "DistributionPrior",
+    "FlowModel",
+    "ResidualFlow",
+    "ScaleClassifier",
+    "StandardNormal",
+    "ToyFlow",
+]

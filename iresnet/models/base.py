@@ -1,39 +1,115 @@
-"""A density model: a flow ``x -> z`` plus a prior on ``z``."""
+"""A density model: any flow ``x -> z`` with any prior on ``z``, optionally conditioned on a context."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from iresnet.flows import Flow, ResidualBlock
 from iresnet.inverse import full_float32_precision
+from iresnet.lipschitz import needs_context, takes_context
+from iresnet.models.priors import DistributionPrior
 
 
 class FlowModel(Flow):
-    """``log p(x) = log p_Z(f(x)) + log |det df/dx|``; sampling inverts prior draws.
+    """``log p(x | c) = log p_Z(f(x; c) | c) + log |det df/dx|``; sampling inverts prior draws.
 
-    Subclasses implement ``forward(x) -> (z: (B, D), logdet: (B,))`` and ``inverse(z) -> x``
-    and set ``self.prior``.
+    Args:
+        flow: any :class:`~iresnet.flows.Flow`, ``x -> z``; it gets the context in ``forward``
+            and ``inverse`` and passes it to the layers that take one.
+        prior: a ``torch.distributions.Distribution`` whose event shape is one code ``z``, e.g.
+            ``Independent(Normal(torch.zeros(D), torch.ones(D)), 1)`` (kept as a
+            :class:`~iresnet.models.priors.DistributionPrior`, so it moves with ``.to(device)``
+            and is saved in checkpoints); or an ``nn.Module`` called as ``prior(context)`` that
+            returns such a distribution with batch shape ``(B,)`` (or ``()`` if it ignores the
+            context), e.g. :class:`~iresnet.models.ClassConditionalGaussian`.
+
+    ``context``: a tensor with one row per sample (labels ``(B,)``, features ``(B, K)``) or None.
+
+    Example::
+
+        flow = FlowSequential(*[ResidualBlock(branch()) for _ in range(4)])
+        model = FlowModel(flow, Independent(Normal(torch.zeros(2), torch.ones(2)), 1))
+        model.log_prob(x)  # (B,)
     """
 
-    prior: nn.Module
+    task = "density"
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """``x: (B, ...)`` -> ``log p(x): (B,)``."""
-        return self.log_prob_and_logdet(x)[0]
+    def __init__(self, flow: Flow, prior: Distribution | nn.Module) -> None:
+        super().__init__()
+        if not isinstance(prior, (Distribution, nn.Module)):
+            raise TypeError(
+                f"prior must be a torch.distributions.Distribution or an nn.Module returning one, got "
+                f"{type(prior).__name__}."
+            )
+        self.flow = flow
+        self.prior = DistributionPrior(prior) if isinstance(prior, Distribution) else prior
 
-    def log_prob_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``log p(x)`` and the flow's ``log |det df/dx|`` that it includes, both ``(B,)``."""
-        z, logdet = self(x)
-        return self.prior.log_prob(z) + logdet, logdet
+    # ------------------------------------------------------------------ density
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x: (B, ...)`` -> ``z`` and ``logdet: (B,)``."""
+        return self.flow(x, context)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.flow.inverse(z, context)
+
+    def prior_distribution(self, context: Tensor | None = None) -> Distribution:
+        """The prior for ``context`` (a conditional prior's batch shape is ``(B,)``)."""
+        return self.prior(context) if takes_context(self.prior) else self.prior()
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x: (B, ...)`` -> ``log p(x | context): (B,)``."""
+        return self.log_prob_and_logdet(x, context)[0]
+
+    def log_prob_and_logdet(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``log p(x | context)`` and the flow's ``log |det df/dx|`` that it includes, both ``(B,)``."""
+        z, logdet = self(x, context)
+        log_pz = self.prior_distribution(context).log_prob(z)
+        if log_pz.shape != logdet.shape:
+            raise ValueError(
+                f"the prior's log_prob of codes of shape {tuple(z.shape)} has shape {tuple(log_pz.shape)}, not "
+                f"{tuple(logdet.shape)}: its event shape must be one code, {tuple(z.shape[1:])} (wrap a "
+                "per-dimension distribution in torch.distributions.Independent)."
+            )
+        return log_pz + logdet, logdet
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model uses a context: some residual branch takes one, or the prior needs one
+        (its ``forward`` has a ``context`` parameter without a default)."""
+        return needs_context(self.prior) or any(block.conditional for block in self.residual_blocks())
+
+    # ----------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        context: Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples ``f^-1(z)``; with a context, ``n == len(context)``, one sample per row.
+
+        ``temperature`` scales the prior's spread about its mean, ``z = mu + T (z_0 - mu)``: for a
+        Gaussian prior, draws from ``N(mu, T^2 Sigma)``. ``generator`` makes the draw reproducible
+        (it seeds the prior's sampling, which runs under a forked global generator).
+        """
+        if context is not None and n != len(context):
+            raise ValueError(f"with a context, n must equal its number of rows ({len(context)}), got n={n}.")
+        prior = self.prior_distribution(context)
+        shape = (n,) if prior.batch_shape == () else ()
+        device = next(iter([*self.parameters(), *self.buffers()]), torch.empty(0)).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
+            z = prior.sample(shape)
+        if temperature != 1.0:
+            z = prior.mean + temperature * (z - prior.mean)
+        return self.inverse(z, context)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """Draws ``n`` samples; ``temperature`` scales the prior's standard deviation."""
-        return self.inverse(self.prior.sample(n, temperature, generator=generator))
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``inverse(forward(x))``, the invertibility check, with float64 iterates.
 
         The code is computed in the model's precision, without TF32 (as the inverse runs: a
@@ -43,9 +119,10 @@ class FlowModel(Flow):
         trained MNIST flow, about 1e-6 this way).
         """
         with full_float32_precision():
-            z, _ = self(x)
-        return self.inverse(z.double()).to(x.dtype)
+            z, _ = self(x, context)
+        return self.inverse(z.double(), context).to(x.dtype)
 
+    # --------------------------------------------------------------- strategies
     def residual_blocks(self) -> list[ResidualBlock]:
         return [m for m in self.modules() if isinstance(m, ResidualBlock)]
 

@@ -1,43 +1,105 @@
-"""The multi-scale image flow of i-ResNet / Residual Flows."""
+"""The multi-scale image flow of i-ResNet / Residual Flows / i-DenseNets, as a preset of FlowModel."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from iresnet.flows import FlowSequential, LogitTransform, Squeeze
+from iresnet.flows import ChannelsLast, FactorOut, Flatten, Flow, FlowSequential, LogitTransform, Squeeze
 from iresnet.models.base import FlowModel
-from iresnet.models.blocks import conv_branch, fc_branch, residual_stack
-from iresnet.models.priors import get_prior
+from iresnet.models.blocks import (
+    Activation, conv_branch, dense_conv_branch, dense_fc_branch, fc_branch, label_embedding, residual_stack,
+)  # fmt: skip
+from iresnet.models.priors import ClassConditionalGaussian, StandardNormal, check_labels
+
+TASKS = ("density", "hybrid", "classification")
+
+
+class HybridTerms(NamedTuple):
+    """Per-sample terms of a hybrid model: ``objective``, ``cross_entropy`` (nats), ``log_prob``
+    (``log p(x)``), ``logdet`` (all ``(B,)``) and ``logits`` ``(B, num_classes)``."""
+
+    objective: Tensor
+    cross_entropy: Tensor
+    log_prob: Tensor
+    logdet: Tensor
+    logits: Tensor
+BRANCHES = ("resnet", "densenet")
+# A prior factory: the code dimension D -> a prior (see FlowModel).
+PriorFactory = Callable[[int], nn.Module]
+
+
+class ScaleClassifier(nn.Module):
+    """``p(y | x)`` from the feature maps at the end of each scale (Residual Flows' hybrid head).
+
+    Per scale: a 3x3 conv to ``hidden`` channels and a strided 3x3 conv, each with GroupNorm and
+    ReLU, then average pooling to 2x2 (a global average loses where the strokes are); one linear
+    layer on the concatenation. ``features``: ``[(B, C_s, H_s, W_s)]`` -> logits ``(B, num_classes)``.
+    """
+
+    def __init__(self, channels: Sequence[int], num_classes: int, hidden: int = 64) -> None:
+        super().__init__()
+        groups = math.gcd(8, hidden)
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(c, hidden, 3, padding=1), nn.GroupNorm(groups, hidden), nn.ReLU(),
+                nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.GroupNorm(groups, hidden), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            )
+            for c in channels
+        )  # fmt: skip
+        self.logits = nn.Linear(4 * hidden * len(self.heads), num_classes)
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        return self.logits(torch.cat([head(f) for head, f in zip(self.heads, features)], dim=1))
 
 
 class ResidualFlow(FlowModel):
-    """Multi-scale residual flow on images ``x: (B, C, H, W)`` in [0, 1].
+    """Multi-scale residual flow on images ``x: (B, C, H, W)`` in [0, 1]: a preset of :class:`FlowModel`.
 
-    Layers, in order: ``LogitTransform(alpha)``, an optional initial ``Squeeze``, then
-    ``len(n_blocks)`` scales of residual blocks (normalized convs with kernel sizes ``kernels``,
-    each block followed by ``ActNorm``) with a ``Squeeze`` between scales, optionally factoring
-    out half the channels after each squeeze, then an optional stack of ``fc_blocks`` fully
-    connected residual blocks on the flattened remainder. ``z: (B, C * H * W)`` concatenates the
-    factored-out parts and the final output.
+    The flow, in order: ``LogitTransform(alpha)``, an optional initial ``Squeeze``, then
+    ``len(n_blocks)`` scales of residual blocks (each followed by ``ActNorm``) with a ``Squeeze``
+    between scales, optionally factoring out half the channels after each squeeze
+    (``FactorOut``), then ``Flatten`` and ``fc_blocks`` fully connected residual blocks.
+    ``z: (B, C * H * W)`` concatenates the factored-out parts and the final output.
 
     Args:
         input_shape: ``(C, H, W)`` of the images.
         n_blocks: residual blocks per scale, e.g. ``[4, 4, 4]`` for three scales.
-        hidden_channels: width of the convolutional branches.
+        hidden_channels, kernels: width and kernel sizes of the convolutional ``resnet`` branches.
+        activation: a 1-Lipschitz activation: a name (``lipswish``, ``clipswish``, ``elu``, ...) or
+            a callable returning the module (Hydra: ``{_target_: iresnet.LipSwish, _partial_: true}``).
+        coeff, n_power_iterations: spectral normalization of every layer.
         logdet, inverse: estimator and solver objects shared by every block.
-        prior: ``"normal"`` or ``"learned"``.
+        init_squeeze, factor_out, fc_blocks, fc_hidden, fc_hidden_layers, actnorm: the layout.
         preact: start every branch with the activation.
-        first_preact: whether the model's first branch starts with it too. The configs set
-            ``false``, as Residual Flows does: the first branch then sees the logit-transformed
-            image directly, where LipSwish would flatten the background pixels, whose logits sit
-            near log(alpha) (5-epoch protocol test bpd 1.960 -> 1.918). The default ``true``
-            keeps the layout of checkpoints saved before the option existed.
+        first_preact: whether the model's first branch starts with it too. Off, as in Residual
+            Flows: the first branch then sees the logit-transformed image directly, where LipSwish
+            would flatten the background pixels, whose logits sit near log(alpha) (5-epoch
+            protocol test bpd 1.960 -> 1.918).
+        prior: a factory ``D -> prior`` (Hydra: ``{_target_: iresnet.models.DiagonalGaussian,
+            _partial_: true}``); None: standard normal, or per-class Gaussians with ``num_classes``
+            and ``task="density"``.
+        alpha: the logit transform's margin.
         channels_last: keep conv weights and feature maps in NHWC layout, which oneDNN's CPU
             convolutions run about 12% faster than NCHW in a training step.
+        branch: ``resnet`` (chains of convs) or ``densenet`` (i-DenseNet: ``dense_depth`` dense
+            layers of ``dense_growth`` channels, learnable concatenation if ``learnable_concat``;
+            the fully connected blocks grow by ``fc_hidden``).
+        num_classes: with ``task="density"``, a class-conditional flow ``p(x | y)``: label
+            embeddings shift every block's hidden layers and the prior is per-class (the context
+            is the labels, int64 ``(B,)``). With ``task="hybrid"``, ``p(x)`` and a classifier
+            ``p(y | x)`` on the features at the end of each scale (Residual Flows' hybrid model);
+            with ``task="classification"``, the classifier alone.
+        hybrid_lambda: the hybrid objective is ``lambda log p(x) + log p(y | x)`` (Nalisnick et
+            al. 2019, as Residual Flows trains it); None: ``1 / D``, which weighs the density per
+            dimension.
+        classifier_hidden: channels of each scale's classifier head.
     """
 
     def __init__(
@@ -46,7 +108,7 @@ class ResidualFlow(FlowModel):
         n_blocks: Sequence[int] = (4, 4, 4),
         hidden_channels: int = 64,
         kernels: str = "3-1-3",
-        activation: str = "lipswish",
+        activation: Activation = "lipswish",
         coeff: float = 0.98,
         n_power_iterations: int = 1,
         logdet=None,
@@ -58,99 +120,139 @@ class ResidualFlow(FlowModel):
         fc_hidden_layers: int = 2,
         actnorm: bool = True,
         preact: bool = True,
-        first_preact: bool = True,
-        prior: str = "normal",
+        first_preact: bool = False,
+        prior: PriorFactory | None = None,
         alpha: float = 1e-6,
         channels_last: bool = True,
+        branch: str = "resnet",
+        dense_depth: int = 3,
+        dense_growth: int = 64,
+        learnable_concat: bool = True,
+        num_classes: int | None = None,
+        task: str = "density",
+        hybrid_lambda: float | None = None,
+        classifier_hidden: int = 64,
     ) -> None:
-        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        if branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}.")
+        if task != "density" and not num_classes:
+            raise ValueError(f"task={task!r} needs num_classes (the classifier's number of classes).")
         c, h, w = (int(s) for s in input_shape)
-        self.input_shape = (c, h, w)
-        self.factor_out = factor_out
-        self.logit = LogitTransform(alpha)
-        self.squeeze = Squeeze(2)
-        self.init_squeeze = init_squeeze
-        if init_squeeze:
-            c, h, w = self._squeezed(c, h, w)
+        dim = c * h * w
+        conditional = bool(num_classes) and task == "density"
+        context = label_embedding(num_classes) if conditional else None
 
-        self.scales = torch.nn.ModuleList()
-        self.factored_dims: list[int] = []
-        for i, n in enumerate(n_blocks):
-            branches = [
-                conv_branch(
-                    c, hidden_channels, (h, w), kernels, activation, coeff, n_power_iterations,
-                    preact and (first_preact or (i, j) != (0, 0)),
-                )
+        def conv_branches(n: int, scale: int, c: int, h: int, w: int) -> list[nn.Module]:
+            if branch == "densenet":
+                return [dense_conv_branch(c, dense_growth, dense_depth, (h, w), activation, coeff, n_power_iterations,
+                                          learnable_concat, context) for _ in range(n)]  # fmt: skip
+            return [
+                conv_branch(c, hidden_channels, (h, w), kernels, activation, coeff, n_power_iterations,
+                            preact and (first_preact or (scale, j) != (0, 0)), context)
                 for j in range(n)
             ]  # fmt: skip
-            self.scales.append(residual_stack(branches, c, logdet, inverse, actnorm))
-            if i < len(n_blocks) - 1:
-                c, h, w = self._squeezed(c, h, w)
-                if factor_out:
-                    c //= 2
-                    self.factored_dims.append(c * h * w)
-        self.final_shape = (c, h, w)
-        dim = c * h * w
-        branches = [
-            fc_branch(dim, fc_hidden, fc_hidden_layers, activation, coeff, n_power_iterations, preact)
-            for _ in range(fc_blocks)
-        ]
-        self.fc = residual_stack(branches, dim, logdet, inverse, actnorm) if fc_blocks else FlowSequential()
-        self.prior = get_prior(prior, math.prod(self.input_shape))
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.to(memory_format=self.memory_format)
 
-    def _squeezed(self, c: int, h: int, w: int) -> tuple[int, int, int]:
-        if h % 2 or w % 2:
-            raise ValueError(
-                f"Cannot squeeze a {h}x{w} feature map: its sides must be even. "
-                "Use fewer scales or set init_squeeze=false."
-            )
-        return 4 * c, h // 2, w // 2
+        def fc_branches(d: int) -> list[nn.Module]:
+            if branch == "densenet":
+                return [dense_fc_branch(d, fc_hidden, dense_depth, activation, coeff, n_power_iterations,
+                                        learnable_concat, context) for _ in range(fc_blocks)]  # fmt: skip
+            return [fc_branch(d, fc_hidden, fc_hidden_layers, activation, coeff, n_power_iterations, preact, context)
+                    for _ in range(fc_blocks)]  # fmt: skip
 
-    def _check_input(self, x: Tensor) -> None:
+        scales: list[FlowSequential] = []
+        scale_channels: list[int] = []
+        factored_dims: list[int] = []
+        final_shape: list[tuple[int, int, int]] = []
+
+        def from_scale(i: int, c: int, h: int, w: int) -> list[Flow]:
+            """The flows of scales ``i, i+1, ...``, ending in flat codes."""
+            stack = residual_stack(conv_branches(n_blocks[i], i, c, h, w), c, logdet, inverse, actnorm)
+            scales.append(stack)
+            scale_channels.append(c)
+            flows: list[Flow] = [ChannelsLast(), stack] if channels_last else [stack]
+            if i == len(n_blocks) - 1:
+                final_shape.append((c, h, w))
+                fc = [residual_stack(fc_branches(c * h * w), c * h * w, logdet, inverse, actnorm)] if fc_blocks else []
+                return [*flows, Flatten((c, h, w)), *fc]
+            c, h, w = _squeezed(c, h, w)
+            flows.append(Squeeze(2))
+            if not factor_out:
+                return flows + from_scale(i + 1, c, h, w)
+            factored_dims.append(c // 2 * h * w)
+            rest = FlowSequential(*from_scale(i + 1, c - c // 2, h, w))
+            return [*flows, FactorOut(rest, (c // 2, h, w))]
+
+        layers: list[Flow] = [LogitTransform(alpha)]
+        if init_squeeze:
+            layers.append(Squeeze(2))
+            c, h, w = _squeezed(c, h, w)
+        layers += from_scale(0, c, h, w)
+        if prior is None:
+            prior = (lambda d: ClassConditionalGaussian(d, num_classes)) if conditional else StandardNormal
+        super().__init__(FlowSequential(*layers), prior(dim))
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.final_shape = final_shape[0]
+        self.factored_dims = factored_dims
+        self.num_classes, self.task = num_classes, task
+        self.hybrid_lambda = hybrid_lambda
+        self.class_conditional = conditional
+        # The scale stacks, whose outputs the classifier reads; a plain list (not registered twice).
+        self._scales = scales
+        self.classifier = ScaleClassifier(scale_channels, num_classes, classifier_hidden) if task != "density" else None
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x: (B, C, H, W)`` in [0, 1] -> ``z: (B, C*H*W)``, ``logdet: (B,)``."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"ResidualFlow expects images of shape (B, {', '.join(map(str, self.input_shape))}), got "
                 f"{tuple(x.shape)}; the model was built for input_shape={list(self.input_shape)}."
             )
-        if not torch.isfinite(x).all():
-            raise ValueError("Input images contain NaN or Inf pixels; clean the data before the model.")
-        if x.min() < 0 or x.max() > 1:
-            raise ValueError(
-                f"Input pixels must lie in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]; "
-                "divide 0..255 images by 255 (the data modules do this and dequantize)."
-            )
+        if self.class_conditional:
+            context = check_labels(context, self.num_classes)
+        return super().forward(x, context)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``x: (B, C, H, W)`` in [0, 1] -> ``z: (B, C*H*W)``, ``logdet: (B,)``."""
-        self._check_input(x)
-        x, logdet = self.logit(x)
-        if self.init_squeeze:
-            x, _ = self.squeeze(x)
-        factored = []
-        for i, scale in enumerate(self.scales):
-            x, ld = scale(x.contiguous(memory_format=self.memory_format))
-            logdet = logdet + ld
-            if i < len(self.scales) - 1:
-                x, _ = self.squeeze(x)
-                if self.factor_out:
-                    z_i, x = x.chunk(2, dim=1)
-                    factored.append(z_i.flatten(1))
-        x, ld = self.fc(x.flatten(1))
-        return torch.cat([*factored, x], dim=1), logdet + ld
-
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """``z: (B, C*H*W)`` -> ``x: (B, C, H, W)``."""
-        *factored, x = z.split([*self.factored_dims, math.prod(self.final_shape)], dim=1)
-        x = self.fc.inverse(x).view(-1, *self.final_shape)
-        for i in reversed(range(len(self.scales))):
-            if i < len(self.scales) - 1:
-                if self.factor_out:
-                    z_i = factored[i].view(-1, *x.shape[1:])
-                    x = torch.cat([z_i, x], dim=1)
-                x = self.squeeze.inverse(x)
-            x = self.scales[i].inverse(x)
-        if self.init_squeeze:
-            x = self.squeeze.inverse(x)
-        return self.logit.inverse(x)
+        if self.class_conditional:
+            context = check_labels(context, self.num_classes)
+        return super().inverse(z, context)
+
+    def log_prob_and_logits(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``log p(x)``, the flow's logdet and the classifier's logits ``(B, num_classes)``
+        (``task`` hybrid or classification)."""
+        if self.classifier is None:
+            raise ValueError("this ResidualFlow has no classifier: build it with task='hybrid' and num_classes.")
+        features: list[Tensor] = []
+        hooks = [scale.register_forward_hook(lambda m, args, out: features.append(out[0])) for scale in self._scales]
+        try:
+            log_p, logdet = self.log_prob_and_logdet(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return log_p, logdet, self.classifier(features)
+
+    @property
+    def hybrid_weight(self) -> float:
+        """``lambda``, the weight of ``log p(x)`` in the hybrid objective (``1 / D`` by default)."""
+        return 1.0 / math.prod(self.input_shape) if self.hybrid_lambda is None else self.hybrid_lambda
+
+    def hybrid_objective(self, x: Tensor, labels: Tensor) -> HybridTerms:
+        """Per sample, in nats: ``objective = -(lambda log p(x) + log p(y | x))`` (for
+        ``task="classification"``: ``-log p(y | x)``), with its parts."""
+        log_p, logdet, logits = self.log_prob_and_logits(x)
+        cross_entropy = F.cross_entropy(logits, check_labels(labels, self.num_classes), reduction="none")
+        objective = cross_entropy if self.task == "classification" else cross_entropy - self.hybrid_weight * log_p
+        return HybridTerms(objective, cross_entropy, log_p, logdet, logits)
+
+def _squeezed(c: int, h: int, w: int) -> tuple[int, int, int]:
+    if h % 2 or w % 2:
+        raise ValueError(
+            f"Cannot squeeze a {h}x{w} feature map: its sides must be even. "
+            "Use fewer scales or set init_squeeze=false."
+        )
+    return 4 * c, h // 2, w // 2
+

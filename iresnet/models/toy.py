@@ -1,4 +1,4 @@
-"""A flow for 2-D toy densities: fully connected residual blocks with exact log-determinants."""
+"""A flow for 2-D toy densities, optionally conditional: fully connected residual blocks, exact log-dets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from torch import Tensor
 
 from iresnet.logdet import ExactLogDet
 from iresnet.models.base import FlowModel
-from iresnet.models.blocks import fc_branch, residual_stack
-from iresnet.models.priors import get_prior
+from iresnet.models.blocks import Activation, fc_branch, feature_mlp, residual_stack
+from iresnet.models.priors import ConditionalGaussian, StandardNormal
+from iresnet.models.residual_flow import PriorFactory
 
 
 class ToyFlow(FlowModel):
@@ -16,6 +17,11 @@ class ToyFlow(FlowModel):
     Args:
         logdet: defaults to :class:`ExactLogDet`; pass a series estimator to compare.
         actnorm: follow every block with ``ActNorm`` (off by default: toy data are already scaled).
+        prior: a factory ``dim -> prior``; None: standard normal, or with ``context_features`` a
+            Gaussian whose mean and scale are an MLP of the context.
+        context_features: a conditional flow ``p(x | c)`` on context features ``c: (B, K)``: an
+            MLP of ``c`` (``context_hidden`` wide) shifts every hidden layer of every branch,
+            which keeps each branch Lipschitz below ``coeff`` in ``x`` for every ``c``.
     """
 
     def __init__(
@@ -24,29 +30,35 @@ class ToyFlow(FlowModel):
         n_blocks: int = 10,
         hidden: int = 128,
         hidden_layers: int = 3,
-        activation: str = "lipswish",
+        activation: Activation = "lipswish",
         coeff: float = 0.9,
         n_power_iterations: int = 1,
         logdet=None,
         inverse=None,
         actnorm: bool = False,
-        prior: str = "normal",
+        prior: PriorFactory | None = None,
+        context_features: int | None = None,
+        context_hidden: int = 64,
     ) -> None:
-        super().__init__()
-        self.dim = dim
         logdet = logdet if logdet is not None else ExactLogDet()
+        context = feature_mlp(context_features, context_hidden) if context_features else None
         branches = [
-            fc_branch(dim, hidden, hidden_layers, activation, coeff, n_power_iterations, preact=False)
+            fc_branch(dim, hidden, hidden_layers, activation, coeff, n_power_iterations, preact=False, context=context)
             for _ in range(n_blocks)
         ]
-        self.flow = residual_stack(branches, dim, logdet, inverse, actnorm)
-        self.prior = get_prior(prior, dim)
+        if prior is None:
+            prior = (lambda d: ConditionalGaussian(d, context_features, context_hidden)) if context else StandardNormal
+        super().__init__(residual_stack(branches, dim, logdet, inverse, actnorm), prior(dim))
+        self.dim = dim
+        self.context_features = context_features
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``x: (B, dim)`` -> ``z: (B, dim)``, ``logdet: (B,)``."""
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``x: (B, dim)`` -> ``z: (B, dim)``, ``logdet: (B,)``; ``context: (B, context_features)``."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"ToyFlow expects points of shape (B, {self.dim}), got {tuple(x.shape)}.")
-        return self.flow(x)
-
-    def inverse(self, z: Tensor) -> Tensor:
-        return self.flow.inverse(z)
+        if self.context_features and (context is None or tuple(context.shape) != (len(x), self.context_features)):
+            shape = None if context is None else tuple(context.shape)
+            raise ValueError(
+                f"this ToyFlow is conditional: pass a context of shape ({len(x)}, {self.context_features}), got {shape}."
+            )
+        return super().forward(x, context)

@@ -72,7 +72,8 @@ class InvertibilityAudit(pl.Callback):
         if pair is not None:
             error = float((pair[1] - pair[0]).abs().max())
             if not error <= self.max_recon_error:
-                pl_module.reconstruct(pair[0])  # again, to read each block's inverse statistics
+                # again, to read each block's inverse statistics
+                pl_module.reconstruct(pair[0], getattr(pl_module, "last_reconstruction_context", None))
                 problems.append(
                     f"the reconstruction error max|f^-1(f(x)) - x| = {error:.3g} exceeds "
                     f"max_recon_error={self.max_recon_error:g}; {worst_inverse(model)}"

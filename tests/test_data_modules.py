@@ -1,23 +1,11 @@
-"""get_datamodule by name, argument checks, and the datamodules inside a Lightning Trainer."""
+"""Argument checks, and the datamodules inside a Lightning Trainer."""
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from iresnet.data import DATAMODULES, Mnist5kDataModule, Toy2dDataModule, get_datamodule
-
-
-def test_registry_names():
-    assert sorted(DATAMODULES) == ["cifar10", "fashion_mnist", "mnist", "mnist5k", "toy2d"]
-    dm = get_datamodule("toy2d", name="pinwheel", num_train=100, batch_size=10)
-    assert isinstance(dm, Toy2dDataModule) and dm.num_train == 100
-    assert isinstance(get_datamodule("mnist5k", batch_size=8), Mnist5kDataModule)
-
-
-def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ValueError, match=r"'svhn'.*cifar10.*fashion_mnist.*mnist5k.*toy2d"):
-        get_datamodule("svhn")
+from iresnet.data import Mnist5kDataModule, Toy2dDataModule
 
 
 @pytest.mark.parametrize(
