@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from iresnet.cli.common import config_dir
 from iresnet.lipschitz import spectral_norm_modules
+from iresnet.training import AtomicCheckpointIO
 
 TESTS = Path(__file__).resolve().parent
 # A two-scale Residual Flow small enough to train a few steps in about a second.
@@ -145,3 +147,45 @@ class SpectralNormProbe(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         torch.save(pl_module.state_dict(), self.path / f"rank{trainer.global_rank}.pt")
+
+
+class KillAt(pl.Callback):
+    """SIGKILLs its own process (no clean-up, as a scheduler or the OOM killer would): after the
+    optimizer step ``step`` (``stage="train"``), in the first validation batch after that step
+    (``"validate"``), or in the first test batch (``"test"``). Rank ``rank`` dies, or with
+    ``group`` every process of its process group (as a scheduler ends a data-parallel job)."""
+
+    def __init__(self, stage: str = "train", step: int = 0, rank: int = 0, group: bool = False) -> None:
+        self.stage, self.step, self.rank, self.group = stage, step, rank, group
+
+    def _kill(self, trainer: pl.Trainer, stage: str) -> None:
+        if stage == self.stage and trainer.global_rank == self.rank and trainer.global_step >= self.step:
+            if self.group:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self._kill(trainer, "train")
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        self._kill(trainer, "validate")
+
+    def on_test_batch_end(self, trainer, *args) -> None:
+        self._kill(trainer, "test")
+
+
+class KillDuringWrite(AtomicCheckpointIO):
+    """Writes the ``n``-th checkpoint's temporary file, then SIGKILLs the process before the rename."""
+
+    def __init__(self, n: int = 1) -> None:
+        super().__init__()
+        self.n, self.written = n, 0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        self.written += 1
+        if self.written < self.n:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        with open(path.with_name(f".{path.name}.{os.getpid()}.tmp"), "wb") as f:
+            torch.save(checkpoint, f)
+        os.kill(os.getpid(), signal.SIGKILL)

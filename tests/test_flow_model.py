@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from torch.distributions import Independent, MixtureSameFamily, MultivariateNormal, Normal, Categorical
 
 import iresnet

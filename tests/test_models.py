@@ -1,6 +1,5 @@
 """Density models: the multi-scale flow and the toy flow, against brute force."""
 
-import math
 
 import pytest
 import torch

@@ -85,7 +85,7 @@ class Suite:
     def steps(self) -> list[str]:
         """Overrides that stop a timed run after the warm-up and timed steps."""
         total = self.cfg.train.warmup_steps + self.cfg.train.timed_steps
-        return [f"+trainer.max_steps={total}", "trainer.max_epochs=-1"]
+        return [f"trainer.max_steps={total}", "trainer.max_epochs=-1"]
 
     # ---------------------------------------------------------------- sections
     def train(self) -> list[dict]:

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -27,7 +26,7 @@ from omegaconf import DictConfig
 from iresnet.bench.report import markdown
 from iresnet.bench.runs import EXPERIMENT
 from iresnet.bench.suite import Suite
-from iresnet.cli.common import apply_runtime_config, config_dir, exit_on_user_error, writable_output
+from iresnet.cli.common import config_dir, hydra_command, writable_output
 from iresnet.cli.train import build_module
 from iresnet.training import FlowLightningModule
 
@@ -64,11 +63,7 @@ def bench(cfg: DictConfig) -> dict:
     return report
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    apply_runtime_config(cfg)
-    bench(cfg)
+main = hydra_command(bench, "bench")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,16 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from hydra.errors import InstantiationException
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 
 from iresnet.data import DatasetNotFoundError
@@ -21,9 +26,10 @@ from iresnet.runtime import apply_runtime
 from iresnet.training import TrainingDivergedError
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
+# Lightning's MisconfigurationException: a trainer setting it refuses (e.g. a fraction of batches below one).
 USER_ERRORS = (
     ValueError, DatasetNotFoundError, FileNotFoundError, FileExistsError, InverseConvergenceError,
-    TrainingDivergedError,
+    TrainingDivergedError, MisconfigurationException,
 )  # fmt: skip
 _UNKNOWN_TARGET = re.compile(r"Error locating target '([^']+)'.*?(?:full_key: (\S+))?$", re.DOTALL)
 
@@ -60,10 +66,54 @@ def exit_on_user_error(fn: Callable) -> Callable:
             cause = user_error_in(err)
             if cause is None:
                 raise
-            print(f"error: {cause}", file=sys.stderr)
+            print(f"error: {_one_line(cause)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> None:
+    """Composes ``config_name`` with the command line's ``overrides`` before Hydra runs the command,
+    so that an override Hydra cannot apply (an unknown key or group option, a malformed value)
+    ends with one ``error:`` line and exit code 2 instead of Hydra's report and exit code 1.
+
+    Command lines with Hydra's own flags (``--cfg``, ``-m``, ...) are left to Hydra.
+    """
+    if any(arg.startswith("-") for arg in overrides):
+        return
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = _one_line(err).split(" Config search path:")[0]
+        hint = " (add a key with +key=value; --cfg job lists the config)" if "not in struct" in message else ""
+        print(f"error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
+    """A command's console entry point: Hydra's application of ``configs/<config_name>.yaml``
+    running ``task`` after the config's ``runtime`` settings (:func:`apply_runtime_config`), with
+    the overrides checked first (:func:`check_overrides`) and user errors ending as one
+    ``error:`` line and exit code 2 (:func:`exit_on_user_error`)."""
+    def run(cfg: DictConfig) -> Any:
+        apply_runtime_config(cfg)
+        return task(cfg)
+
+    app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(exit_on_user_error(run))
+
+    @functools.wraps(task)
+    def main() -> Any:
+        check_overrides(config_name, sys.argv[1:])
+        return app()
+
+    return main
 
 
 def user_error_in(err: BaseException | None) -> BaseException | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -14,9 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
-from iresnet.cli.common import (
-    apply_runtime_config, checkpoint_datamodule, class_labels, config_dir, exit_on_user_error, writable_output,
-)  # fmt: skip
+from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, writable_output
 from iresnet.cli.images import dequantize_for_eval, image_shape, read_images
 from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import load_module
@@ -85,11 +82,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    apply_runtime_config(cfg)
-    evaluate(cfg)
+main = hydra_command(evaluate, "eval")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from iresnet.cli.common import (
-    apply_runtime_config, checkpoint_datamodule, class_labels, config_dir, exit_on_user_error, require_converged,
-    writable_output,
-)  # fmt: skip
+from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, require_converged, writable_output
 from iresnet.cli.images import image_shape, read_images
 from iresnet.data import to_unit_interval
 from iresnet.training.checkpoint import load_module
@@ -67,11 +63,7 @@ def invert(cfg: DictConfig) -> float:
     return error
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="invert")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    apply_runtime_config(cfg)
-    invert(cfg)
+main = hydra_command(invert, "invert")
 
 
 if __name__ == "__main__":

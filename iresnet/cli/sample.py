@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from iresnet.cli.common import (
-    apply_runtime_config, class_labels, config_dir, exit_on_user_error, require_converged, writable_output,
-)  # fmt: skip
+from iresnet.cli.common import class_labels, hydra_command, require_converged, writable_output
 from iresnet.training.checkpoint import load_module
 from iresnet.visualize import save_image_grid, save_points_plot
 
@@ -45,11 +42,7 @@ def sample(cfg: DictConfig) -> torch.Tensor:
     return samples
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="sample")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    apply_runtime_config(cfg)
-    sample(cfg)
+main = hydra_command(sample, "sample")
 
 
 if __name__ == "__main__":

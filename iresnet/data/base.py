@@ -13,7 +13,10 @@ from typing import NamedTuple
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .loader import ResumableDataLoader
 
 RawBatch = tuple[Tensor, Tensor, Tensor]
 Collate = Callable[[RawBatch], tuple[Tensor, Tensor]]
@@ -24,6 +27,13 @@ class Split(NamedTuple):
 
     inputs: Tensor
     labels: Tensor
+
+
+def check_count(name: str, value: object, minimum: int) -> None:
+    """``ValueError`` naming ``data.<name>`` unless ``value`` is an integer ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"data.{name} must be {what}, got {value!r}")
 
 
 class TensorBatches(Dataset):
@@ -59,6 +69,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         eval_batch_size: validation/test batch size (``batch_size`` if None).
         num_workers: DataLoader worker processes (batches are cheap, 0 is usually fastest).
         drop_last: drop the last incomplete training batch (keeps batch statistics stable).
+        seed: seed of the training order (a permutation per epoch, resumable mid-epoch:
+            :class:`~iresnet.data.loader.ResumableDataLoader`).
     """
 
     def __init__(
@@ -67,18 +79,18 @@ class InMemoryDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         drop_last: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            check_count(name, value, 1)
+        check_count("num_workers", num_workers, 0)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.drop_last = drop_last
+        self.seed = seed
         self._splits: dict[str, Split] | None = None
 
     def _build_splits(self) -> dict[str, Split]:  # pragma: no cover - abstract
@@ -119,23 +131,43 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Number of training examples (loads the data on first use)."""
         return len(self.split("train").labels)
 
-    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        """Batches of ``split`` in order; under data parallelism this rank's shard (the trainer's
+        ``use_distributed_sampler`` is off: the training loader shards itself)."""
+        dataset = TensorBatches(self.split(split))
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         return DataLoader(
-            TensorBatches(self.split(split)),
+            dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and self.drop_last,
+            sampler=DistributedSampler(dataset, shuffle=False) if distributed else None,
+            drop_last=False,
             num_workers=self.num_workers,
             collate_fn=self._collate(split),
             # Respawning workers every epoch costs more than the batches themselves.
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, train=True)
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled batches in an order set by ``(seed, epoch)``, resumable mid-epoch, this rank's shard."""
+        return ResumableDataLoader(
+            TensorBatches(self.split("train")),
+            self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+            seed=self.seed,
+            epoch_batches=self._trainer_epoch_batches(),
+            num_workers=self.num_workers,
+            collate_fn=self._collate("train"),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _trainer_epoch_batches(self) -> int | None:
+        """The batches a trainer's epoch takes (``limit_train_batches`` as an int), if attached to one."""
+        limit = getattr(getattr(self, "trainer", None), "limit_train_batches", None)
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, train=False)
+        return self._loader("val", self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, train=False)
+        return self._loader("test", self.eval_batch_size)

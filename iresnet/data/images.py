@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Collate, InMemoryDataModule, Split
+from .base import Collate, InMemoryDataModule, Split, check_count
 from .collate import DequantizeCollate
 
 
@@ -42,15 +42,13 @@ class ImageDataModule(InMemoryDataModule):
         seed: int = 0,
         hflip: bool = False,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, drop_last)
-        if not 1 <= n_bits <= 8:
-            raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
-        if val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {val_size}")
+        super().__init__(batch_size, eval_batch_size, num_workers, drop_last, seed)
+        if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 8:
+            raise ValueError(f"data.n_bits must be between 1 and 8, got {n_bits!r}")
+        check_count("val_size", val_size, 0)
         self.n_bits = n_bits
         self.n_bins = 2**n_bits
         self.val_size = val_size
-        self.seed = seed
         self.hflip = hflip
 
     def _load(self) -> tuple[Split, Split]:  # pragma: no cover - abstract

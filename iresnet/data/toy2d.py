@@ -143,13 +143,12 @@ class Toy2dDataModule(InMemoryDataModule):
         seed: int = 0,
         context: bool = False,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, drop_last)
+        super().__init__(batch_size, eval_batch_size, num_workers, drop_last, seed)
         _sampler(name)  # reject unknown names at construction
         self.name = name
         self.context = context
         self.num_components = TOY_COMPONENTS[name]
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.seed = seed
 
     def _build_splits(self) -> dict[str, Split]:
         splits = {}

@@ -13,7 +13,7 @@ class ActNorm(Flow):
     """Per-channel affine map ``y = (x + bias) * exp(log_scale)``.
 
     On the first training batch, ``bias`` and ``log_scale`` are set so that every channel of
-    ``y`` has zero mean and unit variance. Under DDP the statistics are averaged over all ranks
+    ``y`` has zero mean and unit variance (a batch with one value per channel sets the mean only). Under DDP the statistics are averaged over all ranks
     so every replica starts identical.
 
     Shapes: ``x: (B, C, H, W)`` or ``x: (B, C)``; ``logdet = H * W * sum(log_scale)``, shape (B,).
@@ -42,7 +42,9 @@ class ActNorm(Flow):
             mean, mean_sq = stats / dist.get_world_size()
         std = (mean_sq - mean * mean).clamp_min(0).sqrt()
         self.bias.copy_(-mean)
-        self.log_scale.copy_(-torch.log(std + self.eps))
+        # One value per channel (a batch of one flat sample) has no spread to normalize by.
+        if x.numel() // x.shape[1] > 1:
+            self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

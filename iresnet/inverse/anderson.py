@@ -69,9 +69,9 @@ class AndersonInverse(InverseSolver):
         m: int = 5,
         beta: float = 1.0,
         lam: float = 1e-4,
-        atol: float = 1e-6,
-        rtol: float = 1e-6,
-        max_iter: int = 200,
+        atol: float = 1e-7,
+        rtol: float = 0.0,
+        max_iter: int = 500,
         on_failure: str = "raise",
     ) -> None:
         super().__init__(atol, rtol, max_iter, on_failure)

@@ -83,7 +83,7 @@ class InverseSolver(ABC):
         require(
             atol >= 0 and rtol >= 0 and atol + rtol > 0,
             f"atol and rtol must be >= 0 and not both 0, got atol={atol!r}, rtol={rtol!r}; "
-            "pass e.g. atol=1e-6, rtol=1e-6.",
+            "pass e.g. atol=1e-7, rtol=0.",
         )
         require(
             is_int_at_least(max_iter, 1),

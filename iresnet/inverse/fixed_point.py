@@ -16,7 +16,7 @@ class FixedPointInverse(InverseSolver):
     """
 
     def __init__(
-        self, atol: float = 1e-6, rtol: float = 1e-6, max_iter: int = 200, on_failure: str = "raise"
+        self, atol: float = 1e-7, rtol: float = 0.0, max_iter: int = 500, on_failure: str = "raise"
     ) -> None:
         super().__init__(atol, rtol, max_iter, on_failure)
 

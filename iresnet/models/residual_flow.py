@@ -12,9 +12,8 @@ from torch import Tensor, nn
 
 from iresnet.flows import ChannelsLast, FactorOut, Flatten, Flow, FlowSequential, LogitTransform, Squeeze
 from iresnet.models.base import FlowModel
-from iresnet.models.blocks import (
-    Activation, conv_branch, dense_conv_branch, dense_fc_branch, fc_branch, label_embedding, residual_stack,
-)  # fmt: skip
+from iresnet.models import blocks
+from iresnet.models.blocks import Activation, residual_stack
 from iresnet.models.priors import ClassConditionalGaussian, StandardNormal, check_labels
 
 TASKS = ("density", "hybrid", "classification")
@@ -89,8 +88,10 @@ class ResidualFlow(FlowModel):
         channels_last: keep conv weights and feature maps in NHWC layout, which oneDNN's CPU
             convolutions run about 12% faster than NCHW in a training step.
         branch: ``resnet`` (chains of convs) or ``densenet`` (i-DenseNet: ``dense_depth`` dense
-            layers of ``dense_growth`` channels, learnable concatenation if ``learnable_concat``;
-            the fully connected blocks grow by ``fc_hidden``).
+            layers of ``dense_growth`` channels, learnable concatenation if ``learnable_concat``).
+        fc_branch: the same for the fully connected blocks (None: as ``branch``); dense ones grow
+            by ``fc_hidden`` and end in a ``(D + depth fc_hidden) x D`` matrix, which makes them
+            far larger than MLP ones for large ``D``.
         num_classes: with ``task="density"``, a class-conditional flow ``p(x | y)``: label
             embeddings shift every block's hidden layers and the prior is per-class (the context
             is the labels, int64 ``(B,)``). With ``task="hybrid"``, ``p(x)`` and a classifier
@@ -128,6 +129,7 @@ class ResidualFlow(FlowModel):
         dense_depth: int = 3,
         dense_growth: int = 64,
         learnable_concat: bool = True,
+        fc_branch: str | None = None,
         num_classes: int | None = None,
         task: str = "density",
         hybrid_lambda: float | None = None,
@@ -135,30 +137,32 @@ class ResidualFlow(FlowModel):
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-        if branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}.")
+        fc_branch = branch if fc_branch is None else fc_branch
+        for name, value in (("branch", branch), ("fc_branch", fc_branch)):
+            if value not in BRANCHES:
+                raise ValueError(f"{name} must be one of {BRANCHES}, got {value!r}.")
         if task != "density" and not num_classes:
             raise ValueError(f"task={task!r} needs num_classes (the classifier's number of classes).")
         c, h, w = (int(s) for s in input_shape)
         dim = c * h * w
         conditional = bool(num_classes) and task == "density"
-        context = label_embedding(num_classes) if conditional else None
+        context = blocks.label_embedding(num_classes) if conditional else None
 
         def conv_branches(n: int, scale: int, c: int, h: int, w: int) -> list[nn.Module]:
             if branch == "densenet":
-                return [dense_conv_branch(c, dense_growth, dense_depth, (h, w), activation, coeff, n_power_iterations,
+                return [blocks.dense_conv_branch(c, dense_growth, dense_depth, (h, w), activation, coeff, n_power_iterations,
                                           learnable_concat, context) for _ in range(n)]  # fmt: skip
             return [
-                conv_branch(c, hidden_channels, (h, w), kernels, activation, coeff, n_power_iterations,
+                blocks.conv_branch(c, hidden_channels, (h, w), kernels, activation, coeff, n_power_iterations,
                             preact and (first_preact or (scale, j) != (0, 0)), context)
                 for j in range(n)
             ]  # fmt: skip
 
         def fc_branches(d: int) -> list[nn.Module]:
-            if branch == "densenet":
-                return [dense_fc_branch(d, fc_hidden, dense_depth, activation, coeff, n_power_iterations,
+            if fc_branch == "densenet":
+                return [blocks.dense_fc_branch(d, fc_hidden, dense_depth, activation, coeff, n_power_iterations,
                                         learnable_concat, context) for _ in range(fc_blocks)]  # fmt: skip
-            return [fc_branch(d, fc_hidden, fc_hidden_layers, activation, coeff, n_power_iterations, preact, context)
+            return [blocks.fc_branch(d, fc_hidden, fc_hidden_layers, activation, coeff, n_power_iterations, preact, context)
                     for _ in range(fc_blocks)]  # fmt: skip
 
         scales: list[FlowSequential] = []

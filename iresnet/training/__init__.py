@@ -2,7 +2,7 @@
 
 from iresnet.training.audit import InvertibilityAudit, InvertibilityWarning
 from iresnet.training.callbacks import ReconstructionGrid, SampleGrid
-from iresnet.training.checkpoint_io import AtomicCheckpointIO
+from iresnet.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
 from iresnet.training.ema import EMA
 from iresnet.training.guards import NonFiniteGuard, TrainingDivergedError
 from iresnet.training.module import FlowLightningModule
@@ -16,5 +16,6 @@ __all__ = [
     "NonFiniteGuard",
     "ReconstructionGrid",
     "SampleGrid",
+    "StepCheckpoint",
     "TrainingDivergedError",
 ]

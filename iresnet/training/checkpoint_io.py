@@ -1,4 +1,4 @@
-"""Checkpoint writes that a crash cannot leave half done."""
+"""Checkpoints a crash cannot leave half done, and step checkpoints a resumed run can replay exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 
@@ -49,3 +51,19 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint(every_n_train_steps=n)`` that skips an epoch's last step.
+
+    A state saved after an epoch's last training step but before its validation would make a
+    resumed run skip that validation (Lightning counts the epoch as done), and the random draws
+    it makes, so the run would continue differently. The epoch's own checkpoint, written after
+    its validation, covers that step; a kill during validation resumes from the step checkpoint
+    before, and replays the end of the epoch and its validation exactly.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

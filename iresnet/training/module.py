@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +20,7 @@ from iresnet.metrics import bits_per_dim, mean_and_standard_error
 from iresnet.models import FlowModel
 from iresnet.training.distributed import broadcast_spectral_norms
 from iresnet.training.ema import EMA
-from iresnet.training.rng import rng_states, set_rng_states
+from iresnet.training.rng import gather_rng_states, rank_seed, set_rng_states
 
 # Residual Flows' optimizer, when the config gives none.
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "betas": [0.9, 0.99]}
@@ -159,7 +160,8 @@ class FlowLightningModule(pl.LightningModule):
         # Moments of the log-det estimate over the batch, and the roulette's number of terms.
         logdet = out["logdet"].detach()
         self.log("train/logdet_mean", logdet.mean(), batch_size=b)
-        self.log("train/logdet_std", logdet.std(), batch_size=b)
+        if b > 1:
+            self.log("train/logdet_std", logdet.std(), batch_size=b)
         n_terms = self.model.residual_blocks()[0].last_n_terms
         if n_terms is not None:
             self.log("train/logdet_terms", float(n_terms), batch_size=b)
@@ -175,15 +177,29 @@ class FlowLightningModule(pl.LightningModule):
         # The last step's power iteration ran on each rank separately.
         broadcast_spectral_norms(self)
 
+    # ---------------------------------------------------- random streams
+    def setup(self, stage: str) -> None:
+        # Data-parallel ranks start from one seed (seed_everything); each draws its own
+        # dequantization noise, probes and roulette lengths from a stream of its own.
+        if stage == "fit" and self.trainer.world_size > 1:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+            torch.manual_seed(rank_seed(seed, self.trainer.global_rank))
+
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Optimizer, EMA and spectral-norm vectors are saved by Lightning (state_dict); the
-        # random streams are not.
-        checkpoint["rng_states"] = rng_states()
+        # Optimizer, EMA, spectral-norm vectors and the loader's place are saved by Lightning; the
+        # random streams are not: every rank's, so that each continues its own.
+        checkpoint["rng_states"] = gather_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint:
-            set_rng_states(checkpoint["rng_states"])
+        states = checkpoint.get("rng_states")
+        if isinstance(states, dict):  # written before checkpoints held every rank's
+            states = [states]
+        if states:
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            # A run resumed on more ranks than it saved: the others continue from their own seeds.
+            if rank < len(states):
+                set_rng_states(states[rank])
 
     # ----------------------------------------------------------- evaluation
     @property

@@ -41,3 +41,21 @@ def set_rng_states(states: dict) -> None:
     # A run resumed on fewer GPUs restores the devices it has.
     for device, state in enumerate(states.get("cuda", [])[: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(state, device)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s stream in a run seeded with ``seed`` (rank 0 keeps ``seed``)."""
+    return (seed + rank * 0x9E3779B9) % 2**32
+
+
+def gather_rng_states() -> list[dict]:
+    """Every rank's :func:`rng_states`, in rank order (one element outside a process group).
+
+    A collective: every rank must call it (Lightning saves checkpoints on all of them).
+    """
+    states = rng_states()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [states]
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, states)
+    return gathered
