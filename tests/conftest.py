@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,14 @@ from iresnet.cli.common import config_dir
 # Two cores shared by torch's intra-op pool and the test process: one thread is faster for the
 # small tensors of the test suite and keeps timings stable.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def classifier_cache(tmp_path_factory) -> Path:
+    """One cache of sample-quality classifiers for the session (and its subprocesses), never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["IRESNET_CACHE"] = str(path)
+    return path
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from iresnet.training import AtomicCheckpointIO
 TESTS = Path(__file__).resolve().parent
 # A two-scale Residual Flow small enough to train a few steps in about a second.
 TINY = ["model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "data.eval_batch_size=32"]  # fmt: skip
+        "trainer.limit_test_batches=1", "data.eval_batch_size=32", "callbacks.sample_score.n=8",
+        "callbacks.sample_score.classifier_steps=20"]  # fmt: skip
 
 
 def compose_in(name: str, overrides: list[str], output_dir: Path) -> DictConfig:

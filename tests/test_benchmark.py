@@ -38,7 +38,7 @@ def test_protocol_config_is_the_protocol(compose_config):
     assert (len(datamodule.split("train").labels), len(datamodule.split("test").labels)) == (4000, 1000)
     flow = build_module(cfg, datamodule).model
     assert len(flow.residual_blocks()) == 3 * 4 + 4
-    assert sum(isinstance(m, ActNorm) for m in flow.modules()) == 3 * 4 + 4
+    assert sum(isinstance(m, ActNorm) for m in flow.modules()) == 3 * 4 + 4 + 1  # + the first, on the input
     assert flow.final_shape == (16, 7, 7) and flow.factored_dims == []
 
 
@@ -48,7 +48,7 @@ def _smoke(compose_config, sections, *overrides):
 
 def test_smoke_run_reports_every_section(compose_config, tmp_path, capsys):
     out, md = tmp_path / "results.json", tmp_path / "table.md"
-    sections = ["train", "memory", "eval", "inversion", "logdet", "spectral"]  # ddp: test_smoke_ddp
+    sections = ["train", "memory", "eval", "inversion", "logdet", "spectral", "samples"]  # ddp: test_smoke_ddp
     bench(_smoke(compose_config, sections, f"out={out}", f"md={md}"))
     report = json.loads(out.read_text())
     assert md.read_text() in capsys.readouterr().out
@@ -80,6 +80,10 @@ def test_smoke_run_reports_every_section(compose_config, tmp_path, capsys):
         assert row["std"] >= 0 and abs(row["bias"]) < 100 and row["mean_terms"] >= 1
     for row in s["spectral"]:
         assert row["max_update_rel_error"] < 0.1 and row["max_normalized_norm"] < 1
+
+    (row,) = s["samples"]["rows"]
+    assert row["n"] == 8 and row["seconds"] > 0 and 0 <= row["recognizability"] <= 1
+    assert s["samples"]["test_images"]["n"] == 8 and "Sample quality" in md.read_text()
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from iresnet.cli.train import train
 TINY_TRAIN = [
     "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "trainer.limit_train_batches=4", "trainer.max_epochs=1",
     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=32",
+    "callbacks.sample_score.n=8", "callbacks.sample_score.classifier_steps=20", "temperature=0.8",
 ]  # fmt: skip
 
 
@@ -36,6 +37,20 @@ def test_train_writes_run_directory(checkpoint, tmp_path):
     assert metrics["test/bpd_se"] > 0
     assert (run / "csv" / "metrics.csv").is_file()
     assert (run / "curves.png").stat().st_size > 0
+    # the sample scores of the validation, beside the test images' own
+    assert 0 <= metrics["samples/recognizability"] <= 1 and metrics["samples/frechet_distance"] >= 0
+    assert metrics["test_images/class_entropy_ratio"] > 0
+
+
+def test_sample_scores_and_uses_the_experiments_temperature(checkpoint, compose_config, tmp_path, capsys):
+    png = tmp_path / "scored.png"
+    samples = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=12", "score=true", f"out={png}"]))
+    out = capsys.readouterr().out
+    assert "temperature 0.8" in out  # the training config's, recorded in the checkpoint
+    assert "recognizability" in out and "Fréchet distance" in out
+    report = json.loads(png.with_suffix(".scores.json").read_text())
+    assert report["temperature"] == 0.8 and report["samples"]["n"] == len(samples) == 12
+    assert report["test_images"]["n"] == 12 and 0 < report["test_images"]["classifier_accuracy"] <= 1
 
 
 def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path):

@@ -15,7 +15,7 @@ from iresnet.cli.train import train
 TINY = [
     "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "trainer.limit_train_batches=4",
     "trainer.max_epochs=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=32",
-    "~logger",
+    "~logger", "callbacks.sample_score.n=20", "callbacks.sample_score.classifier_steps=20",
 ]  # fmt: skip
 
 

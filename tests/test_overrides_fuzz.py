@@ -15,6 +15,7 @@ from reliability import call_main
 TINY = [
     "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "model.fc_hidden=8",
     "~callbacks.progress_bar", "callbacks.sample_grid.n=4", "++trainer.enable_model_summary=false",
+    "callbacks.sample_score.n=4", "callbacks.sample_score.classifier_steps=5",
 ]  # fmt: skip
 # key -> values users pass, valid ones and invalid ones (wrong range, wrong type, None as null).
 SCHEMA: dict[str, list] = {

@@ -111,7 +111,7 @@ def test_cli_image_and_data_errors_are_one_line(tmp_path, tiny_ckpt, digits, mon
     assert_user_error(*call_main("invert", ckpt, f"images={wide}"), "expected 28x28 images")
     assert_user_error(*call_main("eval", ckpt, "data=toy2d"), "takes images of shape (1, 28, 28)", "(2,)")
     assert_user_error(*call_main("train", "data=mnist", f"paths.data_dir={tmp_path / 'nowhere'}"), "MNIST not found")
-    assert_user_error(*call_main("train", "experiment=toy2d", "data.num_val=0", "~logger"), "val split is empty")
+    assert_user_error(*call_main("train", "experiment=toy2d", "data.num_train=0", "~logger"), "train split is empty")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_cli_image_and_data_errors_are_one_line(tmp_path, tiny_ckpt, digits, mon
         (["model.logdet._target_=iresnet.logdet.Nope"], ["unknown _target_ 'iresnet.logdet.Nope'", "logdet"]),
         (["model.inverse._target_=iresnet.inverse.Newton"], ["unknown _target_ 'iresnet.inverse.Newton'"]),
         (["model/logdet=series", "model.logdet.n_terms=0"], ["n_terms must be an integer >= 1"]),
-        (["data.batch_size=5000"], ["batch_size=5000 exceeds the 4000 training examples", "data.drop_last=false"]),
+        (["data.batch_size=5000"], ["batch_size=5000 exceeds the 3500 training examples", "data.drop_last=false"]),
     ],
     ids=["coeff1", "coeff0", "estimator", "solver", "n_terms", "batch"],
 )
@@ -136,5 +136,5 @@ def test_hydra_reports_unknown_keys_and_options_without_traceback(tmp_path, monk
     for args, words in [(["trainer.max_epoch=1"], "Could not override 'trainer.max_epoch'"),
                         (["model/logdet=nope"], "Could not find 'model/logdet/nope'")]:  # fmt: skip
         code, stderr = call_main("train", *args)
-        assert code == 1 and words in stderr and "Traceback" not in stderr, stderr
+        assert code == 2 and words in stderr and "Traceback" not in stderr, stderr
     assert_user_error(*call_main("eval"), "ckpt_path is required")

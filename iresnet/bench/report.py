@@ -81,6 +81,18 @@ def _spectral(rows: list[dict], ref: dict) -> str:
                   "update_spectral_norms steps", "its rel. error", "normalized norm", "coeff"], body)  # fmt: skip
 
 
+def _samples(result: dict, ref: dict) -> str:
+    rows = [[r["temperature"], r["n"], r["seconds"], f"{r['recognizability']:.1%}", f"{r['class_entropy_ratio']:.1%}",
+             r["frechet_distance"]] for r in result["rows"]]  # fmt: skip
+    c = result["test_images"]
+    rows.append(["test images", c["n"], "", f"{c['recognizability']:.1%}", f"{c['class_entropy_ratio']:.1%}",
+                 c["frechet_distance"]])  # fmt: skip
+    return f"{result['model']}; classifier accuracy on the test images {c.get('classifier_accuracy', 0):.1%}\n\n" + table(
+        ["temperature", "samples", "seconds to draw", "recognizable (p >= 0.9)", "class entropy / max", "Fréchet distance"],
+        rows,
+    )
+
+
 def _ddp(result: dict, ref: dict) -> str:
     body = [[r["processes"], r["threads"], r["batch_size"], r["timed_steps"], r["step_s_median"], r["images_per_s"],
              r["speedup"]] for r in result["rows"]]  # fmt: skip
@@ -108,6 +120,7 @@ SECTION_TABLES: dict[str, tuple[str, Callable[[object, dict], str]]] = {
     "inversion": ("Inversion", _inversion),
     "logdet": ("Log-determinant accuracy", _logdet),
     "spectral": ("Spectral norm", _spectral),
+    "samples": ("Sample quality", _samples),
     "ddp": ("Data-parallel scaling (CPU, gloo)", _ddp),
     "full": ("Full protocol", _full),
 }

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-SECTIONS = ("train", "memory", "eval", "inversion", "logdet", "spectral", "ddp", "full")
+SECTIONS = ("train", "memory", "eval", "inversion", "logdet", "spectral", "samples", "ddp", "full")
 # Gradient modes of the memory curve (as in PowerSeriesLogDet): (grad, memory_efficient).
 MEMORY_MODES = {
     "backprop": ("backprop", False),

@@ -25,6 +25,7 @@ from iresnet.bench.timing import steady_state
 from iresnet.bench.worker import measure_in_subprocess
 from iresnet.lipschitz import update_spectral_norms
 from iresnet.logdet import RouletteLogDet
+from iresnet.quality import SampleScorer
 from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import load_module
 
@@ -170,6 +171,25 @@ class Suite:
         s = self.cfg.spectral
         self.log("spectral: power iteration accuracy")
         return spectral_accuracy(s.tol, trials=s.trials, seed=self.cfg.seed, device=self.device)
+
+    def samples(self) -> dict:
+        """Seconds to draw ``n`` samples of the EMA model and their quality scores, per temperature,
+        beside the test images' own at the same ``n`` (the ceiling)."""
+        s = self.cfg.samples
+        module, datamodule = self.module()
+        model = module.prepare_eval_model()
+        self.log("samples: the dataset's classifier")
+        scorer = SampleScorer.from_datamodule(datamodule, self.cfg.paths.cache_dir, steps=s.classifier_steps)
+        rows = []
+        for temperature in s.temperatures:
+            self.log(f"samples: {s.n} at temperature {temperature}")
+            generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+            start = time.perf_counter()
+            x = model.sample(s.n, None, temperature, generator=generator)
+            seconds = time.perf_counter() - start
+            report = scorer.report(x.float().cpu())
+            rows.append({"temperature": temperature, "seconds": seconds, **report["samples"]})
+        return {"model": self.model_label, "rows": rows, "test_images": report["test_images"]}
 
     def ddp(self) -> dict:
         """Images/s of the train command with 1 and 2 processes on CPU (gloo), cores split between them."""

@@ -5,28 +5,31 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, writable_output
-from iresnet.cli.images import dequantize_for_eval, image_shape, read_images
+from iresnet.cli.images import image_shape, read_images
+from iresnet.data import DequantizeCollate, Split, to_unit_interval
+from iresnet.data.base import TensorBatches
 from iresnet.training import FlowLightningModule
+from iresnet.training.likelihood import importance_weighted_bpd
 from iresnet.training.checkpoint import load_module
 
 
-def images_loader(cfg: DictConfig, module: FlowLightningModule) -> DataLoader:
-    """Batches ``(x, y)`` of the images at ``cfg.images``, checked and dequantized for evaluation;
-    ``y`` is ``cfg.label`` (the class of every image, for class-conditional and hybrid models), else 0."""
+def images_split(cfg: DictConfig, module: FlowLightningModule) -> Split:
+    """The images at ``cfg.images``, checked, in [0, 1], with ``y``: ``cfg.label`` (the class of every
+    image, for class-conditional and hybrid models), else 0."""
     if cfg.batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
     model = module.eval_model
-    x = read_images(cfg.images, image_shape(model))
-    x = dequantize_for_eval(x, module.hparams.n_bits, cfg.seed)
+    x = to_unit_interval(read_images(cfg.images, image_shape(model)))
     label = cfg.get("label")
     if label is None and (model.conditional or module.hybrid):
         raise ValueError(
@@ -39,7 +42,17 @@ def images_loader(cfg: DictConfig, module: FlowLightningModule) -> DataLoader:
     else:
         labels, _ = class_labels(model, label, len(x))
     labels = torch.zeros(len(x), dtype=torch.long) if labels is None else labels.cpu()
-    return DataLoader(TensorDataset(x, labels), batch_size=cfg.batch_size)
+    return Split(x, labels)
+
+
+def draws_of(raw: Split, n_bits: int, seed: int, batch_size: int) -> Callable[[int], DataLoader]:
+    """Draw ``j`` of ``raw``'s dequantization: noise keyed to ``(seed + j, image index)``, in order."""
+
+    def draw(j: int) -> DataLoader:
+        collate = DequantizeCollate(n_bits, seed=seed + j)
+        return DataLoader(TensorBatches(raw), batch_size=batch_size, collate_fn=collate)
+
+    return draw
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -49,10 +62,16 @@ def evaluate(cfg: DictConfig) -> dict:
     out = writable_output(cfg.out, cfg.overwrite)
     pl.seed_everything(cfg.seed, verbose=False)
     module = load_module(cfg.ckpt_path)
+    k = cfg.get("importance_samples", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"importance_samples must be a positive integer, got {k!r}.")
     if cfg.get("images"):
-        split, data = "images", {"dataloaders": images_loader(cfg, module)}
+        raw, seed, batch_size = images_split(cfg, module), cfg.seed, cfg.batch_size
+        split, data = "images", {"dataloaders": draws_of(raw, module.hparams.n_bits, seed, batch_size)(0)}
     else:
-        split, data = cfg.split, {"datamodule": checkpoint_datamodule(cfg, module)}
+        datamodule = checkpoint_datamodule(cfg, module)
+        raw, seed, batch_size = datamodule.split(cfg.split), datamodule.seed, datamodule.eval_batch_size
+        split, data = cfg.split, {"datamodule": datamodule}
     if cfg.get("logdet"):
         module.eval_model.set_logdet_estimator(instantiate(cfg.logdet))
     trainer = instantiate(
@@ -77,6 +96,20 @@ def evaluate(cfg: DictConfig) -> dict:
     accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
     print(f"{split} {module.metric}{given}: {result['mean']:.4f} ± {result['se']:.4f}{accuracy} "
           f"({result['n']} images, {seconds:.1f} s)")
+    result["importance_samples"] = k
+    if k > 1:
+        if module.hparams.n_bits is None:
+            raise ValueError("importance_samples needs discrete (dequantized) data; this checkpoint models continuous data.")
+        result["importance_weighted"] = weighted = importance_weighted_bpd(
+            module, draws_of(raw, module.hparams.n_bits, seed, batch_size), k
+        )
+        print(f"{split} bpd, importance-weighted with K={k}: {weighted['iw_bpd']:.4f} ± {weighted['iw_bpd_se']:.4f} "
+              f"(single-draw bound {weighted['bound_bpd']:.4f}, gain {weighted['gain_bpd']:.4f}); estimator noise "
+              f"{weighted['estimator_std_nats']:.3f} nats per image, bias at most {weighted['noise_bias_bound_bpd']:.4f}")
+        if weighted["noise_bias_bound_bpd"] > 0.1 * max(weighted["gain_bpd"], 0.0):
+            print("note: the estimator's noise can bias the weighted bound by more than a tenth of its gain; evaluate "
+                  "with more exact terms or probes, e.g. +logdet='{_target_: iresnet.logdet.RouletteLogDet, "
+                  "eval_exact_terms: 40, n_probes: 4}' (docs/concepts.md, section 9).")
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return result

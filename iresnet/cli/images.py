@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iresnet.data import DequantizeCollate, check_images, to_unit_interval
+from iresnet.data import check_images
 
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -103,10 +103,3 @@ def image_shape(model: torch.nn.Module) -> tuple[int, int, int]:
             "which models points. Leave images= out to use its data."
         )
     return tuple(int(s) for s in shape)
-
-
-def dequantize_for_eval(x: Tensor, n_bits: int, seed: int) -> Tensor:
-    """Valid images as the data modules serve evaluation batches: float ``[0, 1)``, noise keyed
-    to ``(seed, image index)`` so the bits/dim of a file are reproducible."""
-    index = torch.arange(len(x))
-    return DequantizeCollate(n_bits, seed=seed)((to_unit_interval(x), index, index))[0]

@@ -1,11 +1,14 @@
-"""``iresnet-sample ckpt_path=... n=64 temperature=1.0 [label=3|all] out=samples.png``."""
+"""``iresnet-sample ckpt_path=... n=64 [temperature=0.8] [label=3|all] [score=true] out=samples.png``."""
 
 from __future__ import annotations
+
+import json
 
 import torch
 from omegaconf import DictConfig
 
-from iresnet.cli.common import class_labels, hydra_command, require_converged, writable_output
+from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, require_converged, writable_output
+from iresnet.quality import SampleScorer
 from iresnet.training.checkpoint import load_module
 from iresnet.visualize import save_image_grid, save_points_plot
 
@@ -14,14 +17,18 @@ def sample(cfg: DictConfig) -> torch.Tensor:
     """Draws ``n`` samples from the checkpoint's EMA model and writes them as a PNG.
 
     A class-conditional model draws ``n`` of class ``label``, or with ``label=all`` (its
-    default) ``n`` of every class, one row per class.
+    default) ``n`` of every class, one row per class. ``temperature`` null: the one the
+    checkpoint's experiment names. ``score=true`` also prints (and writes beside the PNG, as JSON)
+    the samples' quality scores and the test images' own (:mod:`iresnet.quality`).
     """
     if cfg.n < 1:
         raise ValueError(f"n must be a positive number of samples, got {cfg.n}.")
-    if cfg.temperature <= 0:
+    if cfg.temperature is not None and cfg.temperature <= 0:
         raise ValueError(f"temperature must be positive, got {cfg.temperature}.")
     out = writable_output(cfg.out, cfg.overwrite)
+    scores_out = writable_output(out.with_suffix(".scores.json"), cfg.overwrite) if cfg.score else None
     module = load_module(cfg.ckpt_path, cfg.device)
+    temperature = cfg.temperature if cfg.temperature is not None else module.hparams.get("sample_temperature", 1.0)
     model = module.prepare_eval_model()
     labels, per_row = class_labels(model, cfg.get("label"), cfg.n)
     if labels is None and model.conditional:
@@ -29,17 +36,38 @@ def sample(cfg: DictConfig) -> torch.Tensor:
             "this checkpoint's model is conditioned on features, which iresnet-sample cannot choose; sample it from "
             "Python with model.sample(n, context)."
         )
+    scorer = None
+    if cfg.score:
+        n = cfg.n if labels is None else len(labels)
+        if n < 4:
+            raise ValueError(f"score=true needs at least 4 samples to score, got n={cfg.n}; use n=500 or more.")
+        scorer = SampleScorer.from_datamodule(checkpoint_datamodule(cfg, module), cfg.paths.cache_dir)
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     n = cfg.n if labels is None else len(labels)
-    samples = model.sample(n, labels, cfg.temperature, generator=generator)
+    samples = model.sample(n, labels, temperature, generator=generator)
     require_converged(model)
     if samples.dim() == 2:
-        save_points_plot(samples, out, f"{n} samples, T={cfg.temperature}")
+        save_points_plot(samples, out, f"{n} samples, T={temperature}")
     else:
         save_image_grid(samples, out, nrow=cfg.nrow or per_row)
     which = "" if labels is None else f" of class {cfg.label}" if per_row is None else ", one row per class"
-    print(f"wrote {n} samples{which} (temperature {cfg.temperature}) to {out}")
+    print(f"wrote {n} samples{which} (temperature {temperature}) to {out}")
+    if scorer is not None:
+        report = {"temperature": temperature, **scorer.report(samples.float().cpu())}
+        print(format_scores(report))
+        scores_out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {scores_out}")
     return samples
+
+
+def format_scores(report: dict) -> str:
+    """The samples' scores beside the test images' (the ceiling), as a small table."""
+    rows = [("recognizability (p >= 0.9)", "recognizability", "{:.1%}"), ("class entropy / max", "class_entropy_ratio", "{:.1%}"),
+            ("Fréchet distance (classifier features)", "frechet_distance", "{:.1f}")]  # fmt: skip
+    samples, ceiling = report["samples"], report["test_images"]
+    lines = [f"{'':40s}{'samples':>12s}{'test images':>14s}   (n={samples['n']})"]
+    lines += [f"{label:40s}{fmt.format(samples[key]):>12s}{fmt.format(ceiling[key]):>14s}" for label, key, fmt in rows]
+    return "\n".join(lines)
 
 
 main = hydra_command(sample, "sample")

@@ -33,6 +33,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> FlowLig
         **OmegaConf.to_container(cfg.optim, resolve=True),
         n_bits=None if n_bins is None else int(round(math.log2(n_bins))),
         eval_logdet=cfg.get("eval_logdet"),
+        sample_temperature=cfg.get("temperature", 1.0),
         data=OmegaConf.to_container(cfg.data, resolve=True),
     )
 

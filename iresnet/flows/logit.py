@@ -49,3 +49,18 @@ class LogitTransform(Flow):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
+
+
+class Center(Flow):
+    """``y = x - 0.5`` for ``x`` in [0, 1]: i-ResNet's preprocessing instead of a logit; logdet 0.
+
+    Shapes: ``x: (B, ...)``; ``logdet: (B,)``. The context is ignored; ``x`` is checked as by
+    :class:`LogitTransform`.
+    """
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_unit_interval(x)
+        return x - 0.5, x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return y + 0.5

@@ -27,16 +27,20 @@ CLIPSWISH_SCALE = 1.004
 
 
 class LipSwish(nn.Module):
-    r"""``f(x) = x * sigmoid(beta x) / 1.1`` with learnable ``beta = softplus(raw_beta) > 0``, init 1.
+    r"""``f(x) = x * sigmoid(beta x) / 1.1`` with learnable ``beta = softplus(raw_beta) > 0``, init ``beta``.
 
     ``x: (B, C, *) -> (B, C, *)``. ``beta`` is one scalar, or one per channel (dim 1) when
-    ``num_channels`` is given. ``|f'(x)| <= 1`` everywhere for every ``beta``.
+    ``num_channels`` is given and ``per_channel``. ``|f'(x)| <= 1`` everywhere for every ``beta``.
+    Residual Flows' own LipSwish is ``per_channel=False, beta=softplus(0.5) = 0.974``.
     """
 
-    def __init__(self, num_channels: int | None = None) -> None:
+    def __init__(self, num_channels: int | None = None, per_channel: bool = True, beta: float = 1.0) -> None:
         super().__init__()
-        # softplus(log(e - 1)) = 1
-        self.raw_beta = nn.Parameter(torch.full((num_channels or 1,), math.log(math.e - 1.0)))
+        if not beta > 0:
+            raise ValueError(f"LipSwish beta must be positive, got {beta!r}.")
+        size = num_channels if per_channel and num_channels else 1
+        # raw_beta = softplus^-1(beta) = log(e^beta - 1)
+        self.raw_beta = nn.Parameter(torch.full((size,), math.log(math.expm1(beta))))
 
     @property
     def beta(self) -> Tensor:

@@ -1,6 +1,7 @@
 """Density models: ``FlowModel(flow, prior)``, the presets built from it, and priors."""
 
 from iresnet.models.base import FlowModel
+from iresnet.models.dequantization import VariationalDequantizer
 from iresnet.models.priors import (
     ClassConditionalGaussian, ConditionalGaussian, DiagonalGaussian, DistributionPrior, StandardNormal,
 )  # fmt: skip
@@ -17,4 +18,5 @@ __all__ = [
     "ScaleClassifier",
     "StandardNormal",
     "ToyFlow",
+    "VariationalDequantizer",
 ]

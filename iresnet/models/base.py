@@ -25,6 +25,13 @@ class FlowModel(Flow):
             returns such a distribution with batch shape ``(B,)`` (or ``()`` if it ignores the
             context), e.g. :class:`~iresnet.models.ClassConditionalGaussian`.
 
+        dequantizer: for discrete data, a module drawing the dequantization noise, ``x -> (y,
+            log q(u | x))`` (:class:`~iresnet.models.dequantization.VariationalDequantizer`):
+            ``log_prob`` is then the variational bound ``log p(y) - log q``, an unbiased estimate
+            of ``E_q[...]``, in the units of a density on ``[0, 1)^D`` (bits/dim subtract
+            ``D log n`` as for uniform noise). None: ``x`` is used as it comes (uniformly
+            dequantized data, continuous data).
+
     ``context``: a tensor with one row per sample (labels ``(B,)``, features ``(B, K)``) or None.
 
     Example::
@@ -36,7 +43,7 @@ class FlowModel(Flow):
 
     task = "density"
 
-    def __init__(self, flow: Flow, prior: Distribution | nn.Module) -> None:
+    def __init__(self, flow: Flow, prior: Distribution | nn.Module, dequantizer: nn.Module | None = None) -> None:
         super().__init__()
         if not isinstance(prior, (Distribution, nn.Module)):
             raise TypeError(
@@ -45,6 +52,7 @@ class FlowModel(Flow):
             )
         self.flow = flow
         self.prior = DistributionPrior(prior) if isinstance(prior, Distribution) else prior
+        self.dequantizer = dequantizer
 
     # ------------------------------------------------------------------ density
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -63,7 +71,11 @@ class FlowModel(Flow):
         return self.log_prob_and_logdet(x, context)[0]
 
     def log_prob_and_logdet(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``log p(x | context)`` and the flow's ``log |det df/dx|`` that it includes, both ``(B,)``."""
+        """``log p(x | context)`` and the flow's ``log |det df/dx|`` that it includes, both ``(B,)``
+        (with a dequantizer: ``log p(y | context) - log q(u | x)`` for one draw ``y``)."""
+        log_q = 0.0
+        if self.dequantizer is not None:
+            x, log_q = self.dequantizer(x)
         z, logdet = self(x, context)
         log_pz = self.prior_distribution(context).log_prob(z)
         if log_pz.shape != logdet.shape:
@@ -72,13 +84,14 @@ class FlowModel(Flow):
                 f"{tuple(logdet.shape)}: its event shape must be one code, {tuple(z.shape[1:])} (wrap a "
                 "per-dimension distribution in torch.distributions.Independent)."
             )
-        return log_pz + logdet, logdet
+        return log_pz + logdet - log_q, logdet
 
     @property
     def conditional(self) -> bool:
         """Whether the model uses a context: some residual branch takes one, or the prior needs one
         (its ``forward`` has a ``context`` parameter without a default)."""
-        return needs_context(self.prior) or any(block.conditional for block in self.residual_blocks())
+        blocks = (m for m in self.flow.modules() if isinstance(m, ResidualBlock))  # not a dequantizer's own
+        return needs_context(self.prior) or any(block.conditional for block in blocks)
 
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()

@@ -10,13 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iresnet.flows import ChannelsLast, FactorOut, Flatten, Flow, FlowSequential, LogitTransform, Squeeze
+from iresnet.flows import (
+    ActNorm, Center, ChannelsLast, FactorOut, Flatten, Flow, FlowSequential, LogitTransform, Squeeze,
+)  # fmt: skip
 from iresnet.models.base import FlowModel
 from iresnet.models import blocks
 from iresnet.models.blocks import Activation, residual_stack
+from iresnet.models.dequantization import VariationalDequantizer
 from iresnet.models.priors import ClassConditionalGaussian, StandardNormal, check_labels
 
 TASKS = ("density", "hybrid", "classification")
+DEQUANTIZATIONS = ("uniform", "variational")
 
 
 class HybridTerms(NamedTuple):
@@ -61,7 +65,7 @@ class ScaleClassifier(nn.Module):
 class ResidualFlow(FlowModel):
     """Multi-scale residual flow on images ``x: (B, C, H, W)`` in [0, 1]: a preset of :class:`FlowModel`.
 
-    The flow, in order: ``LogitTransform(alpha)``, an optional initial ``Squeeze``, then
+    The flow, in order: ``LogitTransform(alpha)``, an optional initial ``Squeeze``, an ``ActNorm``, then
     ``len(n_blocks)`` scales of residual blocks (each followed by ``ActNorm``) with a ``Squeeze``
     between scales, optionally factoring out half the channels after each squeeze
     (``FactorOut``), then ``Flatten`` and ``fc_blocks`` fully connected residual blocks.
@@ -85,6 +89,9 @@ class ResidualFlow(FlowModel):
             _partial_: true}``); None: standard normal, or per-class Gaussians with ``num_classes``
             and ``task="density"``.
         alpha: the logit transform's margin.
+        logit: start with the logit transform (else ``Center``, ``x - 0.5``, as i-ResNet does).
+        init_actnorm: an ``ActNorm`` before the first block (after the logit transform and the
+            initial squeeze), as Residual Flows has.
         channels_last: keep conv weights and feature maps in NHWC layout, which oneDNN's CPU
             convolutions run about 12% faster than NCHW in a training step.
         branch: ``resnet`` (chains of convs) or ``densenet`` (i-DenseNet: ``dense_depth`` dense
@@ -92,6 +99,10 @@ class ResidualFlow(FlowModel):
         fc_branch: the same for the fully connected blocks (None: as ``branch``); dense ones grow
             by ``fc_hidden`` and end in a ``(D + depth fc_hidden) x D`` matrix, which makes them
             far larger than MLP ones for large ``D``.
+        dequantization: ``uniform`` (the data's noise is used as it comes) or ``variational``
+            (Ho et al. 2019: a :class:`~iresnet.models.dequantization.VariationalDequantizer` of
+            ``dequantizer_blocks`` blocks, ``dequantizer_hidden`` wide, draws the noise for
+            ``n_bits`` data, and ``log_prob`` is the variational bound).
         num_classes: with ``task="density"``, a class-conditional flow ``p(x | y)``: label
             embeddings shift every block's hidden layers and the prior is per-class (the context
             is the labels, int64 ``(B,)``). With ``task="hybrid"``, ``p(x)`` and a classifier
@@ -124,12 +135,18 @@ class ResidualFlow(FlowModel):
         first_preact: bool = False,
         prior: PriorFactory | None = None,
         alpha: float = 1e-6,
+        logit: bool = True,
+        init_actnorm: bool = True,
         channels_last: bool = True,
         branch: str = "resnet",
         dense_depth: int = 3,
         dense_growth: int = 64,
         learnable_concat: bool = True,
         fc_branch: str | None = None,
+        dequantization: str = "uniform",
+        n_bits: int = 8,
+        dequantizer_hidden: int = 32,
+        dequantizer_blocks: int = 2,
         num_classes: int | None = None,
         task: str = "density",
         hybrid_lambda: float | None = None,
@@ -137,6 +154,8 @@ class ResidualFlow(FlowModel):
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        if dequantization not in DEQUANTIZATIONS:
+            raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, got {dequantization!r}.")
         fc_branch = branch if fc_branch is None else fc_branch
         for name, value in (("branch", branch), ("fc_branch", fc_branch)):
             if value not in BRANCHES:
@@ -188,14 +207,20 @@ class ResidualFlow(FlowModel):
             rest = FlowSequential(*from_scale(i + 1, c - c // 2, h, w))
             return [*flows, FactorOut(rest, (c // 2, h, w))]
 
-        layers: list[Flow] = [LogitTransform(alpha)]
+        layers: list[Flow] = [LogitTransform(alpha) if logit else Center()]
         if init_squeeze:
             layers.append(Squeeze(2))
             c, h, w = _squeezed(c, h, w)
+        if init_actnorm and actnorm:
+            layers.append(ActNorm(c))
         layers += from_scale(0, c, h, w)
         if prior is None:
             prior = (lambda d: ClassConditionalGaussian(d, num_classes)) if conditional else StandardNormal
-        super().__init__(FlowSequential(*layers), prior(dim))
+        dequantizer = (
+            VariationalDequantizer(input_shape, 2**n_bits, dequantizer_hidden, dequantizer_blocks, logdet=logdet)
+            if dequantization == "variational" else None
+        )  # fmt: skip
+        super().__init__(FlowSequential(*layers), prior(dim), dequantizer)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.final_shape = final_shape[0]
         self.factored_dims = factored_dims

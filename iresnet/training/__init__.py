@@ -1,7 +1,7 @@
 """Training: the LightningModule, the weight average, checkpoint safety, and callbacks."""
 
 from iresnet.training.audit import InvertibilityAudit, InvertibilityWarning
-from iresnet.training.callbacks import ReconstructionGrid, SampleGrid
+from iresnet.training.callbacks import ReconstructionGrid, SampleGrid, SampleScore
 from iresnet.training.checkpoint_io import AtomicCheckpointIO, StepCheckpoint
 from iresnet.training.ema import EMA
 from iresnet.training.guards import NonFiniteGuard, TrainingDivergedError
@@ -16,6 +16,7 @@ __all__ = [
     "NonFiniteGuard",
     "ReconstructionGrid",
     "SampleGrid",
+    "SampleScore",
     "StepCheckpoint",
     "TrainingDivergedError",
 ]

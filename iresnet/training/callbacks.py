@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from iresnet.quality import SampleScorer
 from iresnet.visualize import save_image_grid, save_points_plot, save_reconstruction_grid
 
 
@@ -90,3 +91,56 @@ class ReconstructionGrid(pl.Callback):
         path = Path(trainer.default_root_dir) / self.dirname / f"epoch_{trainer.current_epoch:03d}.png"
         save_reconstruction_grid(*pair, path)
         _log_image(trainer, "reconstructions", path)
+
+
+class SampleScore(pl.Callback):
+    """After each validation (every ``every_n_epochs``), scores ``n`` samples of the evaluation (EMA)
+    model with the dataset's classifier (:mod:`iresnet.quality`) and logs ``samples/recognizability``,
+    ``samples/class_entropy_ratio`` and ``samples/frechet_distance``, with the test images' own
+    scores at the same ``n`` as ``test_images/...`` (the ceiling).
+
+    Image data with labels only; other data, models conditioned on features and ``fast_dev_run``
+    are skipped. A class-conditional model draws every class equally often. The classifier is
+    trained on the training split the first time (``classifier_steps`` batches, seeded) and cached
+    under ``cache_dir``; sampling uses its own generator, so training's random streams are untouched.
+    """
+
+    def __init__(
+        self,
+        n: int = 256,
+        temperature: float = 1.0,
+        seed: int = 0,
+        cache_dir: str = "cache",
+        classifier_steps: int = 500,
+        every_n_epochs: int = 1,
+    ) -> None:
+        if n < 4 or every_n_epochs < 1:
+            raise ValueError(f"SampleScore needs n >= 4 and every_n_epochs >= 1, got n={n}, every_n_epochs={every_n_epochs}.")
+        self.n, self.temperature, self.seed = n, temperature, seed
+        self.cache_dir, self.classifier_steps, self.every_n_epochs = cache_dir, classifier_steps, every_n_epochs
+        self._scorer = None
+        self._ceiling: dict[str, float] | None = None
+
+    def _applies(self, trainer: pl.Trainer, pl_module) -> bool:
+        return (
+            not trainer.sanity_checking
+            and not trainer.fast_dev_run
+            and trainer.is_global_zero
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            and hasattr(trainer.datamodule, "dequantized")
+            and (not pl_module.eval_model.conditional or bool(getattr(pl_module.eval_model, "num_classes", None)))
+        )
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if not self._applies(trainer, pl_module):
+            return
+        if self._scorer is None:
+            self._scorer = SampleScorer.from_datamodule(trainer.datamodule, self.cache_dir, steps=self.classifier_steps)
+        model = pl_module.eval_model
+        context, _ = sample_context(model, self.n, None)
+        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        samples = model.sample(self.n if context is None else len(context), context, self.temperature, generator=gen)
+        report = self._scorer.report(samples.float().cpu())
+        scores = {f"samples/{k}": v for k, v in report["samples"].items() if k != "n"}
+        scores.update({f"test_images/{k}": v for k, v in report["test_images"].items() if k != "n"})
+        pl_module.log_dict(scores, rank_zero_only=True)

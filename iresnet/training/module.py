@@ -77,6 +77,8 @@ class FlowLightningModule(pl.LightningModule):
             (e.g. unbiased roulette with many exact terms for a biased training estimator).
         recon_batch: how many validation images the invertibility check encodes and inverts.
         data: the data config the model is trained on, recorded so evaluation tools find it.
+        sample_temperature: the temperature its samples are drawn at (the experiment's), recorded
+            as ``iresnet-sample``'s default for the checkpoint.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class FlowLightningModule(pl.LightningModule):
         eval_logdet: Any = None,
         recon_batch: int = 16,
         data: Any = None,
+        sample_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "eval_logdet", "data"])
