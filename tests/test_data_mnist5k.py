@@ -16,7 +16,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def dm():
-    return Mnist5kDataModule(batch_size=64, eval_batch_size=100)
+    return Mnist5kDataModule(batch_size=64, eval_batch_size=100, val_size=0)
 
 
 def _bins(x, n_bins=256):
@@ -30,7 +30,7 @@ def test_split_sizes_and_rule(dm, digits):
     assert torch.equal(dm.split("test").inputs, images[is_test])
     assert torch.equal(dm.split("test").labels, labels[is_test])
     assert torch.equal(dm.split("train").inputs, images[~is_test])
-    assert dm.split("val") is dm.split("test")  # val_size=0: validate on the test split
+    assert len(dm.split("val").labels) == 0  # val_size=0: no validation (never the test split)
     assert torch.equal(torch.bincount(dm.split("test").labels), torch.full((10,), 100))
 
 
@@ -44,7 +44,7 @@ def test_train_batches(dm):
 
 
 def test_eval_batches_are_dequantized_test_images(dm, digits):
-    x, y = next(iter(dm.val_dataloader()))
+    x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (100, 1, 28, 28)
     expected = digits[0][::5][:100]
     assert torch.equal(_bins(x), expected)  # each pixel within its own bin
@@ -64,7 +64,7 @@ def test_eval_batches_are_reproducible(dm):
 
 
 def test_train_noise_is_fresh_each_time():
-    dm = Mnist5kDataModule(batch_size=4000)
+    dm = Mnist5kDataModule(batch_size=4000, val_size=0)
     torch.manual_seed(0)
     a, _ = next(iter(dm.train_dataloader()))
     b, _ = next(iter(dm.train_dataloader()))
@@ -82,18 +82,20 @@ def test_validation_held_out_of_train():
     dm = Mnist5kDataModule(val_size=500, seed=3)
     train, val = dm.split("train"), dm.split("val")
     assert dm.num_train == 3500 and len(val.labels) == 500
+    assert torch.equal(torch.bincount(val.labels), torch.full((10,), 50))  # stratified: 50 per class
+    assert Mnist5kDataModule().num_train == 3500  # the default holds them out
     # Seeded split: the same seed gives the same held-out images.
     assert torch.equal(val.inputs, Mnist5kDataModule(val_size=500, seed=3).split("val").inputs)
-    all_train = Mnist5kDataModule().split("train").inputs.flatten(1)
+    all_train = Mnist5kDataModule(val_size=0).split("train").inputs.flatten(1)
     assert len(torch.cat([train.inputs.flatten(1), val.inputs.flatten(1)]).unique(dim=0)) == len(
         all_train.unique(dim=0)
     )
 
 
 def test_batch_larger_than_train_set_raises():
-    with pytest.raises(ValueError, match=r"batch_size=5000.*4000.*drop_last=false"):
+    with pytest.raises(ValueError, match=r"batch_size=5000.*3500.*drop_last=false"):
         Mnist5kDataModule(batch_size=5000).setup()
-    assert Mnist5kDataModule(batch_size=5000, drop_last=False).num_train == 4000
+    assert Mnist5kDataModule(batch_size=5000, drop_last=False).num_train == 3500
 
 
 def test_val_size_too_large_raises():

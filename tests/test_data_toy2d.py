@@ -69,5 +69,6 @@ def test_datamodule():
 def test_datamodule_size_errors():
     with pytest.raises(ValueError, match=r"batch_size=64 exceeds the 10 training"):
         Toy2dDataModule(num_train=10, batch_size=64).setup()
-    with pytest.raises(ValueError, match="val split is empty"):
-        Toy2dDataModule(num_val=0).setup()
+    with pytest.raises(ValueError, match="test split is empty"):
+        Toy2dDataModule(num_test=0).setup()
+    assert len(Toy2dDataModule(num_val=0).val_dataloader()) == 0  # no validation, which is allowed

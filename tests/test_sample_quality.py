@@ -119,3 +119,13 @@ def test_the_classifier_trains_the_same_under_inference_mode():
         inside = train_classifier(x.clone(), y.clone(), 10, steps=3)
     for a, b in zip(plain.parameters(), inside.parameters(), strict=True):
         assert not b.is_inference() and torch.equal(a, b)
+
+
+def test_scoring_leaves_the_global_random_stream_alone(tmp_path):
+    # The training callback scores between steps: drawing from torch's stream would change the run.
+    dm = Mnist5kDataModule()
+    state = torch.get_rng_state()
+    for _ in range(2):  # trained, then read from the cache
+        scorer = SampleScorer.from_datamodule(dm, tmp_path, steps=3)
+        scorer.report(torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+        assert torch.equal(torch.get_rng_state(), state)

@@ -51,8 +51,9 @@ def cached_classifier(
 def _load(path: Path, input_shape: tuple[int, int, int], num_classes: int) -> DatasetClassifier:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        classifier = DatasetClassifier(input_shape, num_classes)
-        classifier.load_state_dict(saved["state_dict"])
+        with torch.device("meta"):  # no initialization: it would draw from the global random stream
+            classifier = DatasetClassifier(input_shape, num_classes)
+        classifier.load_state_dict(saved["state_dict"], assign=True)
     except Exception as err:
         raise ValueError(
             f"the cached sample-quality classifier {str(path)!r} could not be read ({type(err).__name__}); "
