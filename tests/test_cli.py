@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from iresnet.cli.eval import evaluate
 from iresnet.cli.invert import invert
@@ -51,6 +52,20 @@ def test_sample_scores_and_uses_the_experiments_temperature(checkpoint, compose_
     report = json.loads(png.with_suffix(".scores.json").read_text())
     assert report["temperature"] == 0.8 and report["samples"]["n"] == len(samples) == 12
     assert report["test_images"]["n"] == 12 and 0 < report["test_images"]["classifier_accuracy"] <= 1
+
+
+def test_sample_temperature_sweep(checkpoint, compose_config, tmp_path, capsys):
+    png = tmp_path / "sweep.png"
+    cfg = compose_config("sample", [f"ckpt_path={checkpoint}", "n=6", "temperature=[0.5,1.0]", "score=true", f"out={png}"])
+    samples = sample(cfg)
+    assert samples.shape == (12, 1, 28, 28) and png.stat().st_size > 0
+    single = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=6", "temperature=1.0", f"out={tmp_path / '1.png'}"]))
+    assert torch.equal(samples[6:], single) and not torch.equal(samples[:6], single)  # the same draws, rescaled
+    reports = json.loads(png.with_suffix(".scores.json").read_text())
+    assert [r["temperature"] for r in reports] == [0.5, 1.0] and all(r["samples"]["n"] == 6 for r in reports)
+    assert "temperature 0.5:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="positive number or a list"):
+        sample(compose_config("sample", [f"ckpt_path={checkpoint}", "temperature=[0.5,-1]", f"out={tmp_path / 'x.png'}"]))
 
 
 def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from fakedata import write_cifar10_batches, write_mnist_idx
 from hydra.utils import instantiate
 
@@ -26,6 +27,16 @@ def data_root(tmp_path: Path) -> Path:
 def test_the_listed_experiments_exist():
     assert {"mnist5k_small", "mnist_iresnet", "mnist_resflow", "fashion_mnist_resflow", "cifar10_iresnet",
             "cifar10_resflow", "toy2d"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_an_experiments_own_settings_win(experiment, compose_config):
+    # Top-level keys of an experiment (temperature, seed, ...) override train.yaml's defaults.
+    own = yaml.safe_load((Path(config_dir()) / "experiment" / f"{experiment}.yaml").read_text())
+    cfg = compose_config("train", [f"experiment={experiment}"])
+    for key, value in own.items():
+        if key != "defaults" and not isinstance(value, dict):
+            assert cfg[key] == value, key
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -23,8 +23,9 @@ def _tables() -> dict[str, dict[str, object]]:
     """``{experiment: {config key: expected value}}`` from the markdown tables of docs/experiments.md."""
     tables, current = {}, None
     for line in DOCS.read_text().splitlines():
-        if line.startswith("## "):
-            current = tables.setdefault(line[3:].strip(), {})
+        if line.startswith("## "):  # a section named after an experiment holds its table
+            name = line[3:].strip()
+            current = tables.setdefault(name, {}) if name in EXPERIMENTS else None
         elif current is not None and line.startswith("| ") and not line.startswith("| key") and "---" not in line:
             key, value, _source = (cell.strip() for cell in line.strip("|").split("|", 2))
             current[key] = yaml.safe_load(value)
