@@ -2,9 +2,9 @@
 
 Usage: ``python scripts/allocator_routes.py [--steps 40] [--rounds 2] [--out routes.json] [-- overrides...]``.
 
-Routes (docs/benchmarks.md, "Allocator routes"): iresnet's default ``runtime.malloc=retain``
-(glibc's ``mallopt``: freed blocks up to 64 MiB are kept for reuse), plain glibc
-(``runtime.malloc=default``), and tcmalloc or jemalloc loaded with ``LD_PRELOAD``, as torch's own
+Routes (docs/benchmarks.md, "Allocator routes"): plain glibc (``runtime.malloc=default``,
+iresnet's default), glibc with ``runtime.malloc=retain`` (``mallopt``: freed blocks up to 64 MiB
+are kept for reuse), and tcmalloc or jemalloc loaded with ``LD_PRELOAD``, as torch's own
 CPU launcher does (``python -m torch.backends.xeon.run_cpu``); a route whose library is not
 installed is skipped. Rounds are interleaved (every route once, then again) so that all routes
 see the same phases of a shared machine. Each run is ``iresnet-train experiment=mnist5k_bench``
@@ -25,8 +25,8 @@ from pathlib import Path
 
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
 ROUTES = {
-    "retain (default)": ({}, ["runtime.malloc=retain"]),
-    "glibc": ({}, ["runtime.malloc=default"]),
+    "glibc (default)": ({}, ["runtime.malloc=default"]),
+    "glibc, retain": ({}, ["runtime.malloc=retain"]),
     "tcmalloc (LD_PRELOAD)": ({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}, ["runtime.malloc=default"]),
     "jemalloc (LD_PRELOAD)": ({"LD_PRELOAD": "libjemalloc.so.2"}, ["runtime.malloc=default"]),
 }
