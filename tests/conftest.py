@@ -13,6 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from fakedata import write_cifar10_batches, write_mnist_idx
+
 from iresnet.cli.common import config_dir
 
 # Two cores shared by torch's intra-op pool and the test process: one thread is faster for the
@@ -45,3 +47,13 @@ def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    """Tiny CIFAR-10, MNIST and Fashion-MNIST files in their own formats, for the real loaders."""
+    root = tmp_path / "data"
+    write_cifar10_batches(root / "cifar-10-batches-py")
+    write_mnist_idx(root / "MNIST" / "raw", gz=False)
+    write_mnist_idx(root / "FashionMNIST" / "raw", gz=True)
+    return root

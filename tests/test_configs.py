@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakedata import write_cifar10_batches, write_mnist_idx
 from hydra.utils import instantiate
 
 from iresnet.cli.common import config_dir
@@ -13,15 +12,6 @@ from iresnet.cli.train import build_module, train
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
 # Shrinks GPU-sized models so a CPU test can step them; the config structure stays the experiment's.
 TINY = ["model.n_blocks=[1,1]", "model.hidden_channels=8"]
-
-
-@pytest.fixture
-def data_root(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    write_cifar10_batches(root / "cifar-10-batches-py")
-    write_mnist_idx(root / "MNIST" / "raw", gz=False)
-    write_mnist_idx(root / "FashionMNIST" / "raw", gz=True)
-    return root
 
 
 def test_the_listed_experiments_exist():

@@ -3,13 +3,11 @@ have the papers' parameter counts, and every experiment validates on data disjoi
 split (compared by image content, not by index)."""
 
 import hashlib
-import re
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from fakedata import write_cifar10_batches, write_mnist_idx
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -68,23 +66,14 @@ def test_residual_flow_has_the_references_parameter_count(experiment, shape, ref
     assert sum(p.numel() for p in model.parameters()) == reference - 2 * blocks
 
 
-@pytest.fixture
-def fake_data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    write_cifar10_batches(root / "cifar-10-batches-py")
-    write_mnist_idx(root / "MNIST" / "raw", gz=False)
-    write_mnist_idx(root / "FashionMNIST" / "raw", gz=True)
-    return root
-
-
 def _fingerprints(split) -> set[str]:
     return {hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in split.inputs}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_validates_on_data_disjoint_from_its_test_split(experiment, compose_config, fake_data):
+def test_every_experiment_validates_on_data_disjoint_from_its_test_split(experiment, compose_config, data_root):
     # The fake files hold a dozen training images: hold out a few of them (the real default is 5,000).
-    cfg = compose_config("train", [f"experiment={experiment}", f"paths.data_dir={fake_data}"])
+    cfg = compose_config("train", [f"experiment={experiment}", f"paths.data_dir={data_root}"])
     if "val_size" in cfg.data and cfg.data.val_size > 4 and not cfg.data._target_.endswith("Mnist5kDataModule"):
         cfg.data.val_size, cfg.data.batch_size = 4, 2
     datamodule = instantiate(cfg.data)
