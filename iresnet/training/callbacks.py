@@ -119,7 +119,6 @@ class SampleScore(pl.Callback):
         self.n, self.temperature, self.seed = n, temperature, seed
         self.cache_dir, self.classifier_steps, self.every_n_epochs = cache_dir, classifier_steps, every_n_epochs
         self._scorer = None
-        self._ceiling: dict[str, float] | None = None
 
     def _applies(self, trainer: pl.Trainer, pl_module) -> bool:
         return (
