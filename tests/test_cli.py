@@ -73,7 +73,12 @@ def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path
     result = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={out}", "trainer.limit_test_batches=1"]))
     assert json.loads(out.read_text())["mean"] == pytest.approx(result["mean"])
     assert result["n"] == 32 and 0 < result["mean"] < 20 and result["se"] > 0
-    assert "RouletteLogDet" in result["estimator"]
+    assert "RouletteLogDet" in result["estimator"] and result["weights"] == "ema"
+    raw = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={tmp_path / 'raw.json'}", "weights=raw",
+                                           "trainer.limit_test_batches=1"]))  # fmt: skip
+    assert raw["weights"] == "raw" and raw["n"] == 32 and raw["mean"] != pytest.approx(result["mean"], abs=1e-6)
+    with pytest.raises(ValueError, match="weights must be 'ema'"):
+        evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={tmp_path / 'x.json'}", "weights=best"]))
 
     png = tmp_path / "samples.png"
     samples = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=9", "temperature=0.8", f"out={png}"]))

@@ -18,3 +18,10 @@ def test_library_section_runs(capsys):
     error = float(re.search(r"round trip: ([0-9.e-]+)", out).group(1))
     assert error < 1e-5
     assert namespace["samples"].shape == (64, 2) and namespace["model"].conditional
+
+
+def test_config_group_table_names_every_experiment():
+    row = next(line for line in README.read_text().splitlines() if line.startswith("| `experiment` |"))
+    listed = set(re.findall(r"`(\w+)`", row.split("|")[2]))
+    shipped = {p.stem for p in (README.parent / "configs" / "experiment").glob("*.yaml")}
+    assert listed == shipped

@@ -89,3 +89,12 @@ def test_apply_runtime_sets_threads_and_reports_what_it_did(monkeypatch):
 def test_bad_runtime_settings_name_the_key(settings, message):
     with pytest.raises(ValueError, match=message):
         apply_runtime(settings)
+
+
+def test_inference_commands_retain_freed_blocks_and_training_does_not(compose_config):
+    # Measured choice (docs/benchmarks.md): retain sped up evaluation and inversion back to the
+    # removed block cache's speed; in training it cost more peak memory than it bought in speed.
+    for command in ("eval", "sample", "invert"):
+        assert compose_config(command, ["ckpt_path=x.ckpt"]).runtime.malloc == "retain", command
+    assert compose_config("train", []).runtime.malloc == "default"
+    assert compose_config("eval", ["ckpt_path=x.ckpt", "runtime.malloc=default"]).runtime.malloc == "default"

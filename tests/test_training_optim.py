@@ -64,3 +64,6 @@ def test_ema_follows_its_recursion_and_copies_buffers(warmup):
     torch.testing.assert_close(ema.module[0].running_mean, model[0].running_mean)
     assert int(ema.module[0].num_batches_tracked) == int(model[0].num_batches_tracked) == 3
     assert int(ema.n_averaged) == 4
+    ema.assign(model)  # the raw weights, for evaluating them with the evaluation estimator
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.state_dict().values(), model.state_dict().values()))
+    assert int(ema.n_averaged) == 4

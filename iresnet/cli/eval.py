@@ -56,12 +56,18 @@ def draws_of(raw: Split, n_bits: int, seed: int, batch_size: int) -> Callable[[i
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluates the checkpoint's EMA model; returns and writes the result as JSON."""
+    """Evaluates the checkpoint's EMA model (or with ``weights=raw`` its trained weights, with the
+    evaluation estimator); returns and writes the result as JSON."""
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {cfg.split!r}.")
     out = writable_output(cfg.out, cfg.overwrite)
     pl.seed_everything(cfg.seed, verbose=False)
     module = load_module(cfg.ckpt_path)
+    weights = cfg.get("weights", "ema")
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' (the weight average) or 'raw' (the trained weights), got {weights!r}.")
+    if weights == "raw":
+        module.ema.assign(module.model)
     k = cfg.get("importance_samples", 1)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"importance_samples must be a positive integer, got {k!r}.")
@@ -84,6 +90,7 @@ def evaluate(cfg: DictConfig) -> dict:
     result = {
         "ckpt_path": str(cfg.ckpt_path),
         "split": split,
+        "weights": weights,
         "images": cfg.get("images"),
         "metric": module.metric,
         **module.last_eval,
@@ -94,6 +101,7 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     given = " (conditional on the labels)" if module.eval_model.conditional else ""
     accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
+    given += " (raw weights)" if weights == "raw" else ""
     print(f"{split} {module.metric}{given}: {result['mean']:.4f} ± {result['se']:.4f}{accuracy} "
           f"({result['n']} images, {seconds:.1f} s)")
     result["importance_samples"] = k

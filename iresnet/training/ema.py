@@ -49,6 +49,15 @@ class EMA(AveragedModel):
         """Averages ``model``'s parameters into the shadow copy and copies its buffers."""
         self.update_parameters(model)
 
+    @torch.no_grad()
+    def assign(self, model: nn.Module) -> None:
+        """Replaces the average by ``model``'s weights and buffers, e.g. to evaluate the raw weights
+        with the evaluation estimator; the count ``n_averaged`` is left as it is."""
+        for mine, theirs in zip(self.module.parameters(), model.parameters(), strict=True):
+            mine.copy_(theirs)
+        for mine, theirs in zip(self.module.buffers(), model.buffers(), strict=True):
+            mine.copy_(theirs)
+
     def train(self, mode: bool = True) -> EMA:
         # The shadow model only ever evaluates.
         super().train(mode)
