@@ -60,12 +60,12 @@ def evaluate(cfg: DictConfig) -> dict:
     evaluation estimator); returns and writes the result as JSON."""
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {cfg.split!r}.")
-    out = writable_output(cfg.out, cfg.overwrite)
-    pl.seed_everything(cfg.seed, verbose=False)
-    module = load_module(cfg.ckpt_path)
     weights = cfg.get("weights", "ema")
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' (the weight average) or 'raw' (the trained weights), got {weights!r}.")
+    out = writable_output(cfg.out, cfg.overwrite)
+    pl.seed_everything(cfg.seed, verbose=False)
+    module = load_module(cfg.ckpt_path)
     if weights == "raw":
         module.ema.assign(module.model)
     k = cfg.get("importance_samples", 1)
@@ -100,8 +100,8 @@ def evaluate(cfg: DictConfig) -> dict:
         or module.hparams.model.get("logdet"),
     }
     given = " (conditional on the labels)" if module.eval_model.conditional else ""
-    accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
     given += " (raw weights)" if weights == "raw" else ""
+    accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
     print(f"{split} {module.metric}{given}: {result['mean']:.4f} ± {result['se']:.4f}{accuracy} "
           f"({result['n']} images, {seconds:.1f} s)")
     result["importance_samples"] = k
