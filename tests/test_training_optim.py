@@ -1,9 +1,14 @@
-"""The optimizer's multi-tensor kernels and the weight average (EMA) against plain formulas."""
+"""The optimizer's multi-tensor kernels and the weight average (EMA) against plain formulas; the
+spectral-norm refresh after every optimizer step."""
 
 import pytest
 import torch
+from reliability import TINY, compose_in
 from torch import nn
 
+import iresnet.training.module as module_mod
+from iresnet.cli.train import train
+from iresnet.training import FlowLightningModule
 from iresnet.training.ema import EMA
 from iresnet.training.module import build_optimizer
 
@@ -67,3 +72,29 @@ def test_ema_follows_its_recursion_and_copies_buffers(warmup):
     ema.assign(model)  # the raw weights, for evaluating them with the evaluation estimator
     assert all(torch.equal(a, b) for a, b in zip(ema.module.state_dict().values(), model.state_dict().values()))
     assert int(ema.n_averaged) == 4
+
+
+def test_spectral_norm_lanczos_steps_refresh_every_layer_after_every_optimizer_step(tmp_path, monkeypatch):
+    calls = []
+    real = module_mod.update_spectral_norms
+
+    def recording(model, **kwargs):
+        if kwargs.get("lanczos_steps") == 3:
+            sigmas = {name: r.sigma for name, r in real(model, **kwargs).items()}
+            calls.append((kwargs, sigmas))
+            return sigmas
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(module_mod, "update_spectral_norms", recording)
+    overrides = [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=1", "~logger", "test=false",
+                 "optim.spectral_norm_lanczos_steps=3"]  # fmt: skip
+    train(compose_in("train", overrides, tmp_path))
+    assert len(calls) == 4  # one per optimizer step
+    assert all(kw == {"max_iter": 3, "lanczos_steps": 3, "dtype": torch.float32} for kw, _ in calls)
+    assert len(calls[0][1]) >= 4 and all(s > 0 for s in calls[0][1].values())  # every normalized layer
+
+
+@pytest.mark.parametrize("steps", [-1, 2.5, True])
+def test_spectral_norm_lanczos_steps_must_be_a_count(steps):
+    with pytest.raises(ValueError, match="spectral_norm_lanczos_steps must be an integer >= 0"):
+        FlowLightningModule({"_target_": "iresnet.models.ToyFlow"}, spectral_norm_lanczos_steps=steps)

@@ -7,7 +7,7 @@ A Hydra application like the other commands: the ``bench`` config has one key pe
     iresnet-bench sections=[train,eval] out=results.json md=table.md
     iresnet-bench sections=[eval,inversion] ckpt=runs/train/<date>/checkpoints/last.ckpt
     iresnet-bench sections=[full] full.epochs=5
-    iresnet-bench sections=[train] 'protocol=[model.hidden_channels=32]'   # overrides of mnist5k_bench
+    iresnet-bench sections=[train] 'protocol=["model.hidden_channels=32"]'   # overrides of mnist5k_bench
 """
 
 from __future__ import annotations
