@@ -94,7 +94,6 @@ def test_smoke_ddp(compose_config):
     assert all(r["images_per_s"] > 0 for r in rows)
 
 
-@pytest.mark.slow
 def test_protocol_overrides_in_the_documented_form(compose_config):
     # What the docs show: each override of the protocol quoted inside the list.
     cfg = compose_config("bench", ['protocol=["model.hidden_channels=32","optim.spectral_norm_lanczos_steps=5"]'])
@@ -102,6 +101,7 @@ def test_protocol_overrides_in_the_documented_form(compose_config):
     assert (train_cfg.model.hidden_channels, train_cfg.optim.spectral_norm_lanczos_steps) == (32, 5)
 
 
+@pytest.mark.slow
 def test_smoke_full_protocol(compose_config):
     report = bench(_smoke(compose_config, ["full"]))
     full = report["sections"]["full"]

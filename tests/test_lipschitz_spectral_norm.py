@@ -1,5 +1,7 @@
 """Spectral normalization: bounds against dense SVD, buffers, modes, and argument errors."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -248,34 +250,27 @@ def test_update_finds_sigma_where_power_iteration_stalls():
     assert stalled >= 2  # the case is a hard one for power iteration
 
 
-def _raw_sigma(layer: nn.Module, shape: tuple[int, ...]) -> float:
-    """The dense operator norm of the layer's raw (unnormalized) weight."""
-    raw = nn.Conv2d(*layer.parametrizations.weight.original.shape[1::-1], layer.kernel_size, padding=layer.padding)
-    with torch.no_grad():
-        raw.weight.copy_(layer.parametrizations.weight.original)
-    return exact_spectral_norm(raw, shape)
-
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_warm_krylov_refresh_tracks_a_moving_weight_better_than_power_iteration(dtype):
     # Training moves the weight a little every step; k Lanczos products from the last vectors
     # (what spectral_norm_lanczos_steps runs) against k power-iteration steps from the same
-    # vectors, both against the dense SVD of the convolution operator after each move.
+    # vectors, both against the dense SVD of the raw convolution operator after each move.
     torch.manual_seed(0)
     shape = (6, 8, 8)
-    layers = [spectral_norm(nn.Conv2d(6, 6, 3, padding=1), COEFF, input_shape=shape) for _ in range(2)]
-    layers[1].load_state_dict(layers[0].state_dict())
-    krylov, power = layers
+    raw = nn.Conv2d(6, 6, 3, padding=1)
+    krylov, power = (spectral_norm(copy.deepcopy(raw), COEFF, input_shape=shape) for _ in range(2))
+    power.load_state_dict(krylov.state_dict())
     errors = {"krylov": [], "power": []}
     for _ in range(20):
-        step = 0.01 * torch.randn_like(krylov.parametrizations.weight.original)
-        for layer in layers:
-            with torch.no_grad():
-                layer.parametrizations.weight.original.add_(step)
+        step = 0.01 * torch.randn_like(raw.weight)
+        with torch.no_grad():
+            for weight in (raw.weight, krylov.parametrizations.weight.original, power.parametrizations.weight.original):
+                weight.add_(step)
         update_spectral_norms(krylov, max_iter=4, lanczos_steps=4, dtype=dtype)
         sn = power.parametrizations.weight[0]
         sn.power_iteration(power.parametrizations.weight.original, 4)
-        exact = _raw_sigma(krylov, shape)
+        exact = exact_spectral_norm(raw, shape)
         errors["krylov"].append(abs(krylov.parametrizations.weight[0].sigma.item() - exact) / exact)
         errors["power"].append(abs(sn.sigma.item() - exact) / exact)
         assert krylov.parametrizations.weight[0]._v.dtype == torch.float32  # buffers keep their dtype
