@@ -250,7 +250,6 @@ def test_update_finds_sigma_where_power_iteration_stalls():
     assert stalled >= 2  # the case is a hard one for power iteration
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_warm_krylov_refresh_tracks_a_moving_weight_better_than_power_iteration(dtype):
     # Training moves the weight a little every step; k Lanczos products from the last vectors
