@@ -1,6 +1,8 @@
 """The optimizer's multi-tensor kernels and the weight average (EMA) against plain formulas; the
 spectral-norm refresh after every optimizer step."""
 
+import math
+
 import pytest
 import torch
 from reliability import TINY, compose_in
@@ -97,3 +99,24 @@ def test_spectral_norm_lanczos_steps_refresh_every_layer_after_every_optimizer_s
 def test_spectral_norm_lanczos_steps_must_be_a_count(steps):
     with pytest.raises(ValueError, match="spectral_norm_lanczos_steps must be an integer >= 0"):
         FlowLightningModule({"_target_": "iresnet.models.ToyFlow"}, spectral_norm_lanczos_steps=steps)
+
+
+def test_cosine_lr_decay_follows_warm_up_then_half_cosine_to_zero(tmp_path, monkeypatch):
+    rates = []
+
+    def recording(self, optimizer):
+        rates.append(optimizer.param_groups[0]["lr"])  # the rate this step takes
+
+    monkeypatch.setattr(module_mod.FlowLightningModule, "on_before_optimizer_step", recording)
+    overrides = [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=2", "~logger", "test=false",
+                 "optim.warmup_iters=2", "optim.lr_decay=cosine", "optim.optimizer.lr=0.01"]  # fmt: skip
+    train(compose_in("train", overrides, tmp_path))
+    # Steps 0..7: a warm-up of 2, then 6 decaying from the full rate towards 0 at the run's end.
+    expected = [0.005, 0.01] + [0.01 * 0.5 * (1 + math.cos(math.pi * p / 6)) for p in range(6)]
+    assert rates == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("decay", ["linear", "Cosine"])
+def test_lr_decay_must_be_a_known_schedule(decay):
+    with pytest.raises(ValueError, match="optim.lr_decay must be one of"):
+        FlowLightningModule({"_target_": "iresnet.models.ToyFlow"}, lr_decay=decay)

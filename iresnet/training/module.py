@@ -51,6 +51,18 @@ def build_optimizer(optimizer: Any, params: Iterable[Tensor]) -> torch.optim.Opt
     return make(params, foreach=True) if "foreach" in accepted else make(params)
 
 
+def _constant(progress: float) -> float:
+    return 1.0
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+# Learning-rate factor after the warm-up, as a function of the fraction of the remaining steps done.
+LR_DECAYS = {"constant": _constant, "cosine": _cosine}
+
+
 def _plain(cfg: Any) -> Any:
     """Configs are stored as plain containers so checkpoints load with ``weights_only=True``."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -69,6 +81,9 @@ class FlowLightningModule(pl.LightningModule):
         optimizer: a partial optimizer config, ``{_target_: torch.optim.Adam, _partial_: true,
             lr: 1e-3, ...}``; None: Residual Flows' Adam (lr 1e-3, betas 0.9, 0.99).
         warmup_iters: linear learning-rate warm-up over this many optimizer steps.
+        lr_decay: after the warm-up, ``"constant"`` keeps the learning rate; ``"cosine"`` lowers it
+            as ``(1 + cos(pi p)) / 2`` with ``p`` the fraction of the remaining steps done, towards 0
+            at the run's end (``trainer.estimated_stepping_batches``).
         ema_decay: decay of the weight average used for validation, test, sampling and
             checkpoints' evaluation; ``ema_warmup`` ramps it as ``min(decay, (1+t)/(10+t))``.
         n_bits: bit depth of the data (``n_bins = 2**n_bits``); ``None`` for continuous data,
@@ -93,6 +108,7 @@ class FlowLightningModule(pl.LightningModule):
         model: Any,
         optimizer: Any = None,
         warmup_iters: int = 200,
+        lr_decay: str = "constant",
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
         n_bits: int | None = 8,
@@ -108,6 +124,8 @@ class FlowLightningModule(pl.LightningModule):
                 f"optim.spectral_norm_lanczos_steps must be an integer >= 0, got {spectral_norm_lanczos_steps!r}; "
                 "use 0 (power iteration in the forward only) or e.g. 5."
             )
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"optim.lr_decay must be one of {sorted(LR_DECAYS)}, got {lr_decay!r}.")
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optimizer", "eval_logdet", "data"])
         self.hparams.update(
@@ -293,5 +311,11 @@ class FlowLightningModule(pl.LightningModule):
         hp = self.hparams
         opt = build_optimizer(hp.optimizer, self.model.parameters())
         warmup = max(1, hp.warmup_iters)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        decay = LR_DECAYS[hp.get("lr_decay", "constant")]
+        total = self.trainer.estimated_stepping_batches if decay is not _constant else 1
+        if math.isinf(total):
+            raise ValueError("optim.lr_decay=cosine needs the run's length: set trainer.max_epochs or trainer.max_steps.")
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: min(1.0, (step + 1) / warmup) * decay((step - warmup) / max(1, total - warmup))
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
