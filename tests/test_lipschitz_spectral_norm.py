@@ -12,6 +12,7 @@ from iresnet.lipschitz import (
     exact_spectral_norm,
     spectral_norm,
     spectral_norm_modules,
+    top_right_singular_vector,
     update_spectral_norms,
 )
 
@@ -248,6 +249,29 @@ def test_update_finds_sigma_where_power_iteration_stalls():
         conv.eval()
         assert exact_spectral_norm(conv, shape) <= COEFF * (1 + 1e-6)
     assert stalled >= 2  # the case is a hard one for power iteration
+
+
+def test_top_right_singular_vector_of_any_operator_matches_dense_svd():
+    """The Lanczos solver takes any ``A^T A`` product (here a matrix with a clustered top spectrum,
+    as other code's layers have): the vector and the norm it gives against the dense SVD."""
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(60, 40, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(40, 40, dtype=torch.float64))
+    singular = torch.linspace(1.0, 0.2, 40, dtype=torch.float64)
+    singular[:3] = torch.tensor([1.0, 0.999, 0.998])
+    matrix = u @ torch.diag(singular) @ v.T
+    top, products, converged = top_right_singular_vector(
+        lambda x: matrix.T @ (matrix @ x), torch.randn(40, dtype=torch.float64), atol=0.0, rtol=1e-10
+    )
+    assert converged and products <= 500
+    assert (matrix @ top).norm().item() == pytest.approx(1.0, rel=1e-9)
+    assert abs(torch.dot(top, v[:, 0]).item()) == pytest.approx(1.0, abs=1e-6)
+    capped, products, converged = top_right_singular_vector(
+        lambda x: matrix.T @ (matrix @ x), torch.zeros(40, dtype=torch.float64), max_iter=3, lanczos_steps=3
+    )
+    assert (products, converged) == (3, False) and capped.norm().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="max_iter must be >= 1"):
+        top_right_singular_vector(lambda x: x, torch.ones(3), max_iter=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

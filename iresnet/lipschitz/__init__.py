@@ -18,7 +18,7 @@ from iresnet.lipschitz.exact import exact_spectral_norm
 from iresnet.lipschitz.parametrization import ConvSpectralNorm, MatrixSpectralNorm, SpectralNorm
 from iresnet.lipschitz.report import BranchBound, LayerLipschitz, LipschitzReport, lipschitz_report
 from iresnet.lipschitz.spectral_norm import spectral_norm, spectral_norm_modules
-from iresnet.lipschitz.update import PowerIterationResult, update_spectral_norms
+from iresnet.lipschitz.update import PowerIterationResult, top_right_singular_vector, update_spectral_norms
 
 __all__ = [
     "BranchBound",
@@ -43,5 +43,6 @@ __all__ = [
     "spectral_norm",
     "spectral_norm_modules",
     "takes_context",
+    "top_right_singular_vector",
     "update_spectral_norms",
 ]

