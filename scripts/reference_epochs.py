@@ -13,7 +13,8 @@ the runner does) of the raw and the EMA weights, each
   iteration stops when ``||u - u_old|| / sqrt(n) < atol + rtol * max(u)``; for a convolution's
   ``n = C H W`` vector that stops far from convergence, so layers can exceed ``coeff``;
 - ``exact_norms``: with every layer divided by its operator's exact norm (restarted Lanczos in
-  float64, :func:`iresnet.lipschitz.top_right_singular_vector`), as iresnet evaluates;
+  float64 to ``update_spectral_norms``' tolerance, :func:`iresnet.lipschitz.top_right_singular_vector`),
+  as iresnet evaluates;
 - ``lipschitz_as_evaluated``: per kind of layer, mean and max of ``||W||_2 / max(1, sigma / coeff)``,
   the Lipschitz constant each layer had in the ``as_evaluated`` figure.
 
@@ -98,13 +99,15 @@ def set_exact_norms(model, base_layers) -> dict[str, dict[str, float]]:
 
         v = layer.v.double()
         stored = torch.dot(layer.u.double(), forward(v)).item()
-        v, _, converged = top_right_singular_vector(gram, v, atol=0.0, rtol=1e-6, max_iter=1000)
+        v, _, _ = top_right_singular_vector(gram, v)  # update_spectral_norms' tolerance
         image = forward(v)
         sigma = image.norm().item()
         kinds.setdefault(kind, []).append(sigma / max(1.0, stored / layer.coeff))
         layer.u.copy_((image / sigma).float().view_as(layer.u))
         layer.v.copy_(v.float().view_as(layer.v))
-    return {k: {"n": len(x), "mean": round(float(np.mean(x)), 4), "max": round(float(np.max(x)), 4)} for k, x in kinds.items()}
+    return {
+        k: {"n": len(x), "mean": round(float(np.mean(x)), 4), "max": round(float(np.max(x)), 4)} for k, x in kinds.items()
+    }
 
 
 def main() -> None:
@@ -114,7 +117,9 @@ def main() -> None:
     parser.add_argument("--eval-at", default="5,10,20", help="epochs after which to evaluate, comma-separated")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--deadline", type=float, default=math.inf, help="seconds; stop before an epoch that would end later")
+    parser.add_argument(
+        "--deadline", type=float, default=math.inf, help="seconds; stop before an epoch that would end later"
+    )
     parser.add_argument("--save-states", type=Path, help="folder for the raw and EMA state dicts at each evaluation")
     args = parser.parse_args()
     if not Path(args.peer_dir, "resflows").is_dir():
@@ -140,7 +145,8 @@ def main() -> None:
     ).to(device)  # fmt: skip
     ema = utils.ExponentialMovingAverage(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    normalized = [m for m in model.modules() if isinstance(m, (base_layers.InducedNormConv2d, base_layers.InducedNormLinear))]
+    kinds = (base_layers.InducedNormConv2d, base_layers.InducedNormLinear)
+    normalized = [m for m in model.modules() if isinstance(m, kinds)]
 
     def update_lipschitz() -> None:
         with torch.no_grad():
@@ -168,7 +174,8 @@ def main() -> None:
             ema.apply()
             step += 1
         epoch_seconds = time.time() - epoch_start
-        print(json.dumps({"epoch": epoch, "steps": step, "epoch_s": round(epoch_seconds, 1)}), file=sys.stderr, flush=True)
+        progress = {"epoch": epoch, "steps": step, "epoch_s": round(epoch_seconds, 1)}
+        print(json.dumps(progress), file=sys.stderr, flush=True)
         if epoch not in eval_at:
             continue
         rng = torch.get_rng_state(), (torch.cuda.get_rng_state() if device.type == "cuda" else None)
