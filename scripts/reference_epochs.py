@@ -59,7 +59,7 @@ def bits_per_dim(model, x: torch.Tensor) -> torch.Tensor:
     return (-(logpz - delta - math.log(256) * D) / D / math.log(2)).view(-1)
 
 
-def test_bpd(model, test: torch.Tensor) -> tuple[float, float]:
+def evaluate_bpd(model, test: torch.Tensor) -> tuple[float, float]:
     torch.manual_seed(1234)
     model.eval()
     with torch.no_grad():
@@ -68,14 +68,18 @@ def test_bpd(model, test: torch.Tensor) -> tuple[float, float]:
     return round(bpd.mean().item(), 4), round(bpd.std().item() / math.sqrt(len(bpd)), 4)
 
 
+def normalized_layers(model, base_layers) -> list:
+    """The reference's spectrally normalized layers."""
+    kinds = (base_layers.InducedNormConv2d, base_layers.InducedNormLinear)
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
 @torch.no_grad()
 def set_exact_norms(model, base_layers) -> dict[str, dict[str, float]]:
     """Sets every normalized layer's ``(u, v)`` to its operator's top singular pair (so its ``sigma``
     is the exact norm); returns the Lipschitz constants the layers had before, by kind."""
     kinds: dict[str, list[float]] = {}
-    for layer in model.modules():
-        if not isinstance(layer, (base_layers.InducedNormConv2d, base_layers.InducedNormLinear)):
-            continue
+    for layer in normalized_layers(model, base_layers):
         weight = layer.weight.detach().double()
         if isinstance(layer, base_layers.InducedNormLinear) or layer.kernel_size == (1, 1):
             kind = "linear" if isinstance(layer, base_layers.InducedNormLinear) else "1x1"
@@ -145,8 +149,7 @@ def main() -> None:
     ).to(device)  # fmt: skip
     ema = utils.ExponentialMovingAverage(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    kinds = (base_layers.InducedNormConv2d, base_layers.InducedNormLinear)
-    normalized = [m for m in model.modules() if isinstance(m, kinds)]
+    normalized = normalized_layers(model, base_layers)
 
     def update_lipschitz() -> None:
         with torch.no_grad():
@@ -184,13 +187,13 @@ def main() -> None:
             if weights == "ema":
                 ema.swap()
             update_lipschitz()
-            result[f"{weights}_as_evaluated"] = test_bpd(model, test)
+            result[f"{weights}_as_evaluated"] = evaluate_bpd(model, test)
             if args.save_states:
                 args.save_states.mkdir(parents=True, exist_ok=True)
                 torch.save(model.state_dict(), args.save_states / f"seed{args.seed}_epoch{epoch}_{weights}.pt")
             exact = copy.deepcopy(model)
             result[f"{weights}_lipschitz_as_evaluated"] = set_exact_norms(exact, base_layers)
-            result[f"{weights}_exact_norms"] = test_bpd(exact, test)
+            result[f"{weights}_exact_norms"] = evaluate_bpd(exact, test)
             if weights == "ema":
                 ema.swap()
         torch.set_rng_state(rng[0])
