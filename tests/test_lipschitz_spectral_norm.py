@@ -274,6 +274,36 @@ def test_top_right_singular_vector_of_any_operator_matches_dense_svd():
         top_right_singular_vector(lambda x: x, torch.ones(3), max_iter=0)
 
 
+def test_operators_of_one_shape_are_solved_together():
+    """``L`` operators in one call (``start: (L, n)``), each row against its own dense SVD, with a
+    convergence flag per row; and update_spectral_norms, which groups a model's layers of one
+    shape so, gives every layer its own exact norm, in the model's order."""
+    torch.manual_seed(0)
+    matrices = torch.randn(3, 30, 20, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.1]).view(3, 1, 1).double()
+    top, products, converged = top_right_singular_vector(
+        lambda x: torch.bmm(matrices.transpose(1, 2), torch.bmm(matrices, x.unsqueeze(2))).squeeze(2),
+        torch.randn(3, 20, dtype=torch.float64), atol=0.0, rtol=1e-10,
+    )
+    assert top.shape == (3, 20) and converged.tolist() == [True] * 3 and products <= 500
+    norms = torch.bmm(matrices, top.unsqueeze(2)).flatten(1).norm(dim=1)
+    assert norms.tolist() == pytest.approx(torch.linalg.matrix_norm(matrices, ord=2).tolist(), rel=1e-9)
+
+    shape = (3, 6, 6)
+    raw = [nn.Conv2d(3, 3, 3, padding=1) for _ in range(3)] + [nn.Conv2d(3, 3, 3, stride=2, padding=1)]
+    raw += [nn.Linear(12, 12) for _ in range(2)]
+    with torch.no_grad():
+        raw[1].weight.mul_(7.0)  # one shape, very different norms
+    normalized = [spectral_norm(copy.deepcopy(layer), COEFF, input_shape=shape) for layer in raw]
+    model = nn.ModuleList(normalized)  # a container: only its layers' norms matter here
+    results = update_spectral_norms(model, atol=0.0, rtol=1e-8)
+    assert list(results) == ["0", "1", "2", "3", "4", "5"]
+    model.eval()
+    for (name, result), layer, normalized_layer in zip(results.items(), raw, normalized):
+        input_shape = shape if isinstance(layer, nn.Conv2d) else (12,)
+        assert result.converged and result.sigma == pytest.approx(exact_spectral_norm(layer, input_shape), rel=1e-6)
+        assert exact_spectral_norm(normalized_layer, input_shape) <= COEFF * (1 + 1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_warm_krylov_refresh_tracks_a_moving_weight_better_than_power_iteration(dtype):
     # Training moves the weight a little every step; k Lanczos products from the last vectors

@@ -29,8 +29,9 @@ def _normalize(x: Tensor, eps: float) -> Tensor:
 class SpectralNorm(nn.Module):
     r"""Base parametrization ``W -> W / max(1, sigma / coeff)`` for an operator ``A(W)``.
 
-    Subclasses define the operator and its adjoint through :meth:`operator` and :meth:`adjoint`
-    (``u`` has the operator's output shape, ``v`` its input shape).
+    Subclasses define the operator and its adjoint for ``L`` stacked weights at once through
+    :meth:`operators` and :meth:`adjoints` (``u`` has the operator's output shape, ``v`` its input
+    shape); :meth:`operator` and :meth:`adjoint` are their one-layer case.
 
     Buffers (saved in the ``state_dict``):
         ``_u``: estimate of the leading left singular vector, unit norm.
@@ -64,13 +65,27 @@ class SpectralNorm(nn.Module):
         self.register_buffer("_v", weight.new_empty(0))
         self.register_buffer("_sigma", weight.new_full((), math.nan))
 
-    def operator(self, weight: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """``A(W) v``."""
+    def operators(self, weights: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``A(W_i) v_i`` for ``L`` layers of this one's :meth:`group_key` at once: stacked weights
+        ``(L, *W.shape)``, vectors ``(L, *v.shape)``; returns ``(L, *u.shape)``."""
         raise NotImplementedError
 
-    def adjoint(self, weight: Tensor, u: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """``A(W)^T u``."""
+    def adjoints(self, weights: Tensor, u: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``A(W_i)^T u_i``: ``(L, *W.shape)``, ``(L, *u.shape)`` -> ``(L, *v.shape)``."""
         raise NotImplementedError
+
+    def group_key(self, weight: Tensor) -> tuple:
+        """Layers with equal keys share one operator shape, so :meth:`operators` can apply any of
+        them, together (:func:`~iresnet.lipschitz.update_spectral_norms` batches them so)."""
+        return (type(self), tuple(weight.shape), tuple(self._u.shape), tuple(self._v.shape), weight.dtype, weight.device)
+
+    def operator(self, weight: Tensor, v: Tensor) -> Tensor:
+        """``A(W) v``."""
+        return self.operators(weight.unsqueeze(0), v.unsqueeze(0)).squeeze(0)
+
+    def adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
+        """``A(W)^T u``."""
+        return self.adjoints(weight.unsqueeze(0), u.unsqueeze(0)).squeeze(0)
 
     @property
     def initialized(self) -> bool:
@@ -147,11 +162,11 @@ class MatrixSpectralNorm(SpectralNorm):
         super().__init__(weight, coeff, n_power_iterations)
         self.initialize(weight, (weight.shape[0],), (weight[0].numel(),))
 
-    def operator(self, weight: Tensor, v: Tensor) -> Tensor:
-        return weight.flatten(1) @ v
+    def operators(self, weights: Tensor, v: Tensor) -> Tensor:
+        return torch.bmm(weights.flatten(2), v.unsqueeze(2)).squeeze(2)
 
-    def adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
-        return u @ weight.flatten(1)
+    def adjoints(self, weights: Tensor, u: Tensor) -> Tensor:
+        return torch.bmm(u.unsqueeze(1), weights.flatten(2)).squeeze(1)
 
 
 class ConvSpectralNorm(SpectralNorm):
@@ -196,13 +211,23 @@ class ConvSpectralNorm(SpectralNorm):
             u_shape = tuple(self.operator(weight, weight.new_zeros(v_shape)).shape)
         self.initialize(weight, u_shape, v_shape)
 
-    def operator(self, weight: Tensor, v: Tensor) -> Tensor:
-        return F.conv2d(v, weight, None, self.stride, self.padding, self.dilation)
+    def group_key(self, weight: Tensor) -> tuple:
+        return (*super().group_key(weight), self.stride, self.padding, self.dilation)
 
-    def adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
-        return F.conv_transpose2d(
-            u, weight, None, self.stride, self.padding, self._output_padding(weight), 1, self.dilation
+    # L layers are one grouped convolution (groups=L) of their vectors stacked along channels.
+    def operators(self, weights: Tensor, v: Tensor) -> Tensor:
+        image = F.conv2d(
+            v.flatten(0, 2).unsqueeze(0), weights.flatten(0, 1), None, self.stride, self.padding, self.dilation,
+            len(weights),
         )
+        return image.view(len(weights), 1, -1, *image.shape[-2:])
+
+    def adjoints(self, weights: Tensor, u: Tensor) -> Tensor:
+        image = F.conv_transpose2d(
+            u.flatten(0, 2).unsqueeze(0), weights.flatten(0, 1), None, self.stride, self.padding,
+            self._output_padding(weights), len(weights), self.dilation,
+        )
+        return image.view(len(weights), 1, -1, *image.shape[-2:])
 
     def _output_padding(self, weight: Tensor) -> tuple[int, int]:
         # conv2d floors (H + 2p - d(k-1) - 1) / s; the transpose must add the remainder back.

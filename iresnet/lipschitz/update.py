@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from iresnet.lipschitz.parametrization import SpectralNorm
 from iresnet.lipschitz.spectral_norm import spectral_norm_modules
 
 
@@ -21,32 +22,35 @@ class PowerIterationResult:
     converged: bool
 
 
-def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[float, Tensor, float]:
-    """``steps`` Lanczos steps on the symmetric operator ``apply`` from ``start`` (1-D, float64),
-    with full reorthogonalization: the largest Ritz value, its unit Ritz vector and residual
-    ``||apply(v) - theta v||``."""
-    basis = start.new_zeros(min(steps, start.numel()), start.numel())
-    alphas, betas = [], []
-    q = start / start.norm()
-    for j in range(len(basis)):
-        basis[j] = q
+def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``steps`` Lanczos steps on ``L`` symmetric operators at once: ``apply`` maps ``(L, n)`` to
+    ``(L, n)`` row by row, ``start`` is ``(L, n)``. Full reorthogonalization. Returns, per row, the
+    largest Ritz value ``(L,)``, its unit Ritz vector ``(L, n)`` and residual ``||apply(v) - theta v||``
+    ``(L,)``."""
+    rows, n = start.shape
+    k = min(steps, n)
+    basis = start.new_zeros(rows, k, n)
+    alphas = start.new_zeros(rows, k)
+    betas = start.new_zeros(rows, k)
+    q = start / start.norm(dim=1, keepdim=True)
+    for j in range(k):
+        basis[:, j] = q
         w = apply(q)
-        alphas.append(torch.dot(q, w))
+        alphas[:, j] = (q * w).sum(1)
+        done = basis[:, : j + 1]
         for _ in range(2):  # twice is enough to keep the basis orthogonal to working precision
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        betas.append(w.norm())
-        if betas[-1] <= 1e-12 * alphas[-1].abs():  # an invariant subspace: exact
-            break
-        q = w / betas[-1]
-    k = len(alphas)
-    tridiagonal = torch.diag(torch.stack(alphas))
-    if k > 1:
-        off = torch.stack(betas[: k - 1])
-        tridiagonal = tridiagonal + torch.diag(off, 1) + torch.diag(off, -1)
+            w = w - torch.bmm(torch.bmm(w.unsqueeze(1), done.transpose(1, 2)), done).squeeze(1)
+        betas[:, j] = w.norm(dim=1)
+        # A row whose Krylov space is exhausted (an invariant subspace) goes on with zero vectors:
+        # its Ritz pair is exact, and the zero rows and columns this adds to T leave it so.
+        alive = betas[:, j] > 1e-12 * alphas[:, j].abs()
+        q = torch.where(alive.unsqueeze(1), w / torch.where(alive, betas[:, j], 1.0).unsqueeze(1), 0.0)
+    off = betas[:, : k - 1]
+    tridiagonal = torch.diag_embed(alphas) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     values, vectors = torch.linalg.eigh(tridiagonal)
-    ritz = vectors[:, -1]
-    v = basis[:k].T @ ritz
-    return values[-1].item(), v / v.norm(), (betas[-1] * ritz[-1]).abs().item()
+    ritz = vectors[..., -1]
+    v = torch.bmm(ritz.unsqueeze(1), basis).squeeze(1)
+    return values[:, -1], v / v.norm(dim=1, keepdim=True), (betas[:, -1] * ritz[:, -1]).abs()
 
 
 @torch.no_grad()
@@ -57,30 +61,40 @@ def top_right_singular_vector(
     rtol: float = 1e-4,
     max_iter: int = 500,
     lanczos_steps: int = 24,
-) -> tuple[Tensor, int, bool]:
+) -> tuple[Tensor, int, bool | Tensor]:
     """Top right singular vector ``v`` of an operator ``A``, given ``gram(x) = A^T A x``.
 
-    Restarted Lanczos on ``A^T A`` from ``start`` (1-D; a random vector if it is zero):
+    Restarted Lanczos on ``A^T A`` from ``start`` (a random vector if it is zero):
     ``lanczos_steps`` products per restart, restarting from the Ritz vector until the Ritz
     residual ``||A^T A v - theta v||`` is at most ``(atol + rtol * sigma) * sigma`` with
     ``sigma = sqrt(theta)``, or ``max_iter`` products in all. Works in ``start``'s dtype, so
     pass float64 for a tight tolerance. ``A``'s norm is then ``||A v||``.
 
+    ``start`` is ``(n,)`` for one operator, or ``(L, n)`` for ``L`` operators solved together:
+    ``gram`` then maps ``(L, n)`` to ``(L, n)`` row by row (e.g. a grouped convolution), and the
+    restarts go on until every row meets the tolerance. One batched product costs little more
+    than one product of a small layer, so this cuts the per-operator overhead ``L``-fold.
+
     Returns:
-        ``(v, products, converged)``: the unit vector, the products with ``A^T A`` taken and
-        whether the tolerance was met.
+        ``(v, products, converged)``: the unit vector(s) (``start``'s shape), the products with
+        ``A^T A`` taken (per row) and whether the tolerance was met (a bool, or ``(L,)`` bools).
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1; got max_iter={max_iter!r}.")
-    v = start if start.norm() > 0 else torch.randn_like(start)
-    products, converged = 0, False
-    while products < max_iter and not converged:
+    single = start.dim() == 1
+    v = start.unsqueeze(0) if single else start
+    apply = (lambda x: gram(x[0]).unsqueeze(0)) if single else gram
+    empty = v.norm(dim=1, keepdim=True) == 0
+    if empty.any():  # drawn only then: a refresh in training leaves the random stream alone
+        v = torch.where(empty, torch.randn_like(v), v)
+    products, converged = 0, torch.zeros(len(v), dtype=torch.bool, device=v.device)
+    while products < max_iter and not converged.all():
         steps = min(lanczos_steps, max_iter - products)
-        theta, v, residual = _lanczos(gram, v, steps)
-        products += min(steps, v.numel())
-        sigma = max(theta, 0.0) ** 0.5
+        theta, v, residual = _lanczos(apply, v, steps)
+        products += min(steps, v.shape[1])
+        sigma = theta.clamp_min(0.0).sqrt()
         converged = residual <= (atol + rtol * sigma) * sigma
-    return v, products, converged
+    return (v[0], products, bool(converged[0])) if single else (v, products, converged)
 
 
 @torch.no_grad()
@@ -112,27 +126,44 @@ def update_spectral_norms(
     (``spectral_norm_lanczos_steps`` of :class:`~iresnet.training.FlowLightningModule`), there in
     the weights' own ``dtype`` (float32 is enough for a handful of steps).
 
+    Layers of one operator shape (:meth:`~iresnet.lipschitz.SpectralNorm.group_key`) are solved
+    together, one grouped product for all of them, until every one of them converges.
+
     Returns:
-        ``{layer name: PowerIterationResult}``.
+        ``{layer name: PowerIterationResult}`` in the model's order; ``iterations`` is the
+        products its group took.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1; got max_iter={max_iter!r}.")
-    results = {}
+    groups: dict[tuple, list[tuple[str, SpectralNorm, Tensor]]] = {}
+    order = []
     for name, module, sn in spectral_norm_modules(model):
+        order.append(name)
         sn.check_initialized()
-        weight = module.parametrizations.weight.original.detach().to(dtype)
+        weight = module.parametrizations.weight.original.detach()
+        groups.setdefault(sn.group_key(weight), []).append((name, sn, weight))
+    results = {}
+    # A model's blocks repeat shapes, and one grouped product costs about what one small product
+    # does: per-layer overhead was most of the refresh (0.040 s per step for the protocol's 48
+    # layers one at a time, 0.021 s in their 12 groups).
+    for members in groups.values():
+        names, norms, raw = zip(*members)
+        sn = norms[0]
+        weights = torch.stack(raw).to(dtype)
         shape = sn._v.shape
 
         def gram(x: Tensor) -> Tensor:
-            return sn.adjoint(weight, sn.operator(weight, x.view(shape))).flatten()
+            vectors = x.view(len(x), *shape)
+            return sn.adjoints(weights, sn.operators(weights, vectors)).flatten(1)
 
-        v, products, converged = top_right_singular_vector(
-            gram, sn._v.to(dtype).flatten(), atol, rtol, max_iter, lanczos_steps
-        )
-        image = sn.operator(weight, v.view(shape))
-        sigma = image.norm()
-        sn._v.copy_(v.view(shape))
-        sn._u.copy_(image / sigma.clamp_min(sn.eps))
-        sn._sigma.copy_(sigma)
-        results[name] = PowerIterationResult(products, sigma.item(), converged)
-    return results
+        starts = torch.stack([norm._v.flatten() for norm in norms]).to(dtype)
+        v, products, converged = top_right_singular_vector(gram, starts, atol, rtol, max_iter, lanczos_steps)
+        images = sn.operators(weights, v.view(len(v), *shape))
+        sigmas = images.flatten(1).norm(dim=1)
+        for i, norm in enumerate(norms):
+            norm._v.copy_(v[i].view(shape))
+            norm._u.copy_(images[i] / sigmas[i].clamp_min(norm.eps))
+            norm._sigma.copy_(sigmas[i])
+        for name, sigma, done in zip(names, sigmas.tolist(), converged.tolist()):
+            results[name] = PowerIterationResult(products, sigma, done)
+    return {name: results[name] for name in order}
