@@ -304,6 +304,21 @@ def test_operators_of_one_shape_are_solved_together():
         assert exact_spectral_norm(normalized_layer, input_shape) <= COEFF * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("steps", [5, 24])
+def test_a_zero_weight_in_a_group_gets_sigma_zero(steps):
+    """A layer whose Krylov space is exhausted at once (a zero weight, e.g. zero-initialized)
+    beside a normal one of the same shape: sigma 0 and a unit vector, the other layer exact."""
+    torch.manual_seed(0)
+    raw = nn.Linear(6, 6)
+    layers = nn.ModuleList([spectral_norm(nn.Linear(6, 6), COEFF), spectral_norm(copy.deepcopy(raw), COEFF)])
+    with torch.no_grad():
+        layers[0].parametrizations.weight.original.zero_()
+    results = update_spectral_norms(layers, atol=0.0, rtol=1e-8, max_iter=steps, lanczos_steps=steps)
+    assert results["0"].sigma == 0.0 and results["0"].converged
+    assert layers[0].parametrizations.weight[0]._v.norm().item() == pytest.approx(1.0)
+    assert results["1"].sigma == pytest.approx(exact_spectral_norm(raw, (6,)), rel=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_warm_krylov_refresh_tracks_a_moving_weight_better_than_power_iteration(dtype):
     # Training moves the weight a little every step; k Lanczos products from the last vectors

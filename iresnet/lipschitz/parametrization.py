@@ -77,7 +77,8 @@ class SpectralNorm(nn.Module):
     def group_key(self, weight: Tensor) -> tuple:
         """Layers with equal keys share one operator shape, so :meth:`operators` can apply any of
         them, together (:func:`~iresnet.lipschitz.update_spectral_norms` batches them so)."""
-        return (type(self), tuple(weight.shape), tuple(self._u.shape), tuple(self._v.shape), weight.dtype, weight.device)
+        shapes = (tuple(weight.shape), tuple(self._u.shape), tuple(self._v.shape))
+        return (type(self), *shapes, weight.dtype, weight.device)
 
     def operator(self, weight: Tensor, v: Tensor) -> Tensor:
         """``A(W) v``."""

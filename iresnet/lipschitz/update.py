@@ -32,6 +32,9 @@ def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tu
     basis = start.new_zeros(rows, k, n)
     alphas = start.new_zeros(rows, k)
     betas = start.new_zeros(rows, k)
+    # Positions after a row's Krylov space is exhausted (an invariant subspace: its Ritz pair is
+    # then exact); the row goes on with zero vectors there.
+    exhausted = torch.zeros(rows, k, dtype=torch.bool, device=start.device)
     q = start / start.norm(dim=1, keepdim=True)
     for j in range(k):
         basis[:, j] = q
@@ -41,12 +44,16 @@ def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tu
         for _ in range(2):  # twice is enough to keep the basis orthogonal to working precision
             w = w - torch.bmm(torch.bmm(w.unsqueeze(1), done.transpose(1, 2)), done).squeeze(1)
         betas[:, j] = w.norm(dim=1)
-        # A row whose Krylov space is exhausted (an invariant subspace) goes on with zero vectors:
-        # its Ritz pair is exact, and the zero rows and columns this adds to T leave it so.
         alive = betas[:, j] > 1e-12 * alphas[:, j].abs()
+        if j + 1 < k:
+            exhausted[:, j + 1] = exhausted[:, j] | ~alive
         q = torch.where(alive.unsqueeze(1), w / torch.where(alive, betas[:, j], 1.0).unsqueeze(1), 0.0)
-    off = betas[:, : k - 1]
-    tridiagonal = torch.diag_embed(alphas) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    # Exhausted positions get a diagonal below every Ritz value of the row (a Gershgorin bound),
+    # so that the top Ritz vector never falls on their zero basis vectors (e.g. a zero weight).
+    bound = alphas.abs().sum(1, keepdim=True) + 2 * betas.sum(1, keepdim=True) + 1
+    off = torch.where(exhausted[:, 1:], 0.0, betas[:, : k - 1])
+    diagonal = torch.where(exhausted, -bound, alphas)
+    tridiagonal = torch.diag_embed(diagonal) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     values, vectors = torch.linalg.eigh(tridiagonal)
     ritz = vectors[..., -1]
     v = torch.bmm(ritz.unsqueeze(1), basis).squeeze(1)
