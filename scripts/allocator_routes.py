@@ -2,8 +2,10 @@
 
 Usage: ``python scripts/allocator_routes.py [--steps 40] [--rounds 2] [--out routes.json] [-- overrides...]``.
 
-Routes (docs/benchmarks.md, "Allocator routes"): plain glibc (``runtime.malloc=default``,
-iresnet's default), glibc with ``runtime.malloc=retain`` (``mallopt``: freed blocks up to 64 MiB
+Routes (docs/benchmarks.md, "Allocator routes" and "Huge pages"): glibc on transparent huge pages
+(``runtime.malloc=hugepages``, training's default: the command restarts itself with
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), plain glibc (``runtime.malloc=default``), glibc with
+``runtime.malloc=retain`` (``mallopt``: freed blocks up to 64 MiB
 are kept for reuse), and tcmalloc or jemalloc loaded with ``LD_PRELOAD``, as torch's own
 CPU launcher does (``python -m torch.backends.xeon.run_cpu``); a route whose library is not
 installed is skipped. Rounds are interleaved (every route once, then again) so that all routes
@@ -25,7 +27,8 @@ from pathlib import Path
 
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
 ROUTES = {
-    "glibc (default)": ({}, ["runtime.malloc=default"]),
+    "glibc, huge pages (default)": ({}, ["runtime.malloc=hugepages"]),
+    "plain glibc": ({}, ["runtime.malloc=default"]),
     "glibc, retain": ({}, ["runtime.malloc=retain"]),
     "tcmalloc (LD_PRELOAD)": ({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}, ["runtime.malloc=default"]),
     "jemalloc (LD_PRELOAD)": ({"LD_PRELOAD": "libjemalloc.so.2"}, ["runtime.malloc=default"]),

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 
+from iresnet.cli.launch import check_overrides, config_dir, one_line
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
 from iresnet.runtime import apply_runtime
@@ -32,15 +31,6 @@ USER_ERRORS = (
     TrainingDivergedError, MisconfigurationException,
 )  # fmt: skip
 _UNKNOWN_TARGET = re.compile(r"Error locating target '([^']+)'.*?(?:full_key: (\S+))?$", re.DOTALL)
-
-
-def config_dir() -> str:
-    """The packaged configs after a plain install; the repository's ``configs/`` in a checkout."""
-    package = Path(__file__).resolve().parents[1]
-    for candidate in (package / "configs", package.parent / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"iresnet's configs were not found next to {package}; reinstall the package.")
 
 
 def apply_runtime_config(cfg: DictConfig) -> list[str]:
@@ -66,35 +56,10 @@ def exit_on_user_error(fn: Callable) -> Callable:
             cause = user_error_in(err)
             if cause is None:
                 raise
-            print(f"error: {_one_line(cause)}", file=sys.stderr)
+            print(f"error: {one_line(cause)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
-
-
-def check_overrides(config_name: str, overrides: list[str]) -> None:
-    """Composes ``config_name`` with the command line's ``overrides`` before Hydra runs the command,
-    so that an override Hydra cannot apply (an unknown key or group option, a malformed value)
-    ends with one ``error:`` line and exit code 2 instead of Hydra's report and exit code 1.
-
-    Command lines with Hydra's own flags (``--cfg``, ``-m``, ...) are left to Hydra.
-    """
-    if any(arg.startswith("-") for arg in overrides):
-        return
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            compose(config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        message = _one_line(err).split(" Config search path:")[0]
-        hint = " (add a key with +key=value; --cfg job lists the config)" if "not in struct" in message else ""
-        print(f"error: {message}{hint}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
