@@ -63,10 +63,11 @@ def exit_on_user_error(fn: Callable) -> Callable:
 
 
 def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
-    """A command's console entry point: Hydra's application of ``configs/<config_name>.yaml``
-    running ``task`` after the config's ``runtime`` settings (:func:`apply_runtime_config`), with
-    the overrides checked first (:func:`check_overrides`) and user errors ending as one
-    ``error:`` line and exit code 2 (:func:`exit_on_user_error`)."""
+    """A command's ``main``: Hydra's application of ``configs/<config_name>.yaml`` running
+    ``task`` after the config's ``runtime`` settings (:func:`apply_runtime_config`), with the
+    overrides checked first (:func:`check_overrides`) and user errors ending as one ``error:``
+    line and exit code 2 (:func:`exit_on_user_error`). The console scripts reach it through
+    :mod:`iresnet.cli.launch`, which may first start the process afresh for ``runtime.malloc``."""
     def run(cfg: DictConfig) -> Any:
         apply_runtime_config(cfg)
         return task(cfg)
