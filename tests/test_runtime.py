@@ -3,13 +3,13 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from iresnet import runtime
 from iresnet.cli import launch
 from iresnet.runtime import HUGEPAGES_TUNABLE, apply_runtime, hugepages_environment, hugepages_unavailable
+from reliability import script
 
 _FAULTS = """
 import resource, sys, torch
@@ -184,10 +184,9 @@ def test_launcher_restarts_once_with_the_tunable_then_runs_the_command(monkeypat
 
 
 def test_installed_command_reports_how_malloc_runs(tmp_path):
-    script = Path(sys.executable).with_name("iresnet-train")
     environ = {key: value for key, value in os.environ.items() if key not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     done = subprocess.run(
-        [str(script), "experiment=toy2d", "+trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}"],
+        [script("iresnet-train"), "experiment=toy2d", "+trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}"],
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
