@@ -12,16 +12,19 @@ environment variables); docs/benchmarks.md has the measured trade-offs.
 glibc reads ``GLIBC_TUNABLES`` only when a process starts, so ``malloc: hugepages`` is the one
 setting a running process cannot give itself: the console commands' launcher
 (:mod:`iresnet.cli.launch`) starts the command once more with the tunable set, before torch is
-imported (:func:`hugepages_environment`). This module imports torch only inside
+imported (:func:`hugepages_environment`). The launcher also imports the command under
+:func:`frozen_imports` (``gc: freeze``). This module imports torch only inside
 :func:`apply_runtime`, so that the launcher can use it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,16 @@ _M_MMAP_THRESHOLD = -3
 # still mapped and returned to the system when freed.
 RETAINED_BLOCK_BYTES = 64 << 20
 MALLOC_MODES = ("hugepages", "retain", "default")
+GC_MODES = ("freeze", "default")
 # glibc >= 2.35: malloc advises the kernel to back its large blocks with transparent huge pages
 # (madvise(MADV_HUGEPAGE)), so a fresh 12 MB feature map takes 6 page faults instead of 3,000.
 HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+# Beside it, malloc: hugepages keeps freed blocks up to 32 MiB in the heap (a chunk's feature maps
+# are 6.4 MB) instead of unmapping them, and trims the heap's top only past 64 MiB: 60 protocol
+# steps ran 7-8% faster for 15 MiB more peak (docs/benchmarks.md, "The garbage collector and the
+# exit"). The heap's high-water mark is returned at the end (release_freed_memory).
+RETAINED_BLOCKS_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
+HUGEPAGES_TUNABLES = f"{HUGEPAGES_TUNABLE}:{RETAINED_BLOCKS_TUNABLES}"
 THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 # Lightning's notes that do not apply to iresnet's runs: the EMA copy is in eval mode on purpose,
 # and its own deprecation notice about torch's pytree API.
@@ -64,6 +74,27 @@ def retain_freed_memory(block_bytes: int = RETAINED_BLOCK_BYTES) -> bool:
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, block_bytes) and libc.mallopt(_M_TRIM_THRESHOLD, 2 * block_bytes))
+
+
+def release_freed_memory() -> bool:
+    """Returns the free pages of glibc's heap to the system (``malloc_trim(0)``): a command's last
+    step, so that its exit does not set its peak memory.
+
+    A training step's feature maps are freed into the heap, which stays resident (with huge pages,
+    2 MiB at a time) until the process ends. At exit, the C++ destructors of torch's CUDA
+    libraries read about 124 MiB of their files back into memory, even on a machine without a
+    GPU (``libcublasLt`` 57 MiB, ``libcusparseLt`` 35 MiB, ``libtorch_cuda`` 14 MiB, ...,
+    measured in ``/proc/self/smaps`` before and at ``exit_group``). On top of a full heap that
+    spike was the protocol process's peak, 70-95 MiB above its training's (docs/benchmarks.md,
+    "The garbage collector and the exit"). Returns whether glibc released anything; False on
+    other C libraries and under a preloaded allocator.
+    """
+    if preloaded_allocator() is not None:
+        return False
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "malloc_trim") or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    return bool(libc.malloc_trim(0))
 
 
 def preloaded_allocator() -> str | None:
@@ -100,41 +131,78 @@ def hugepages_unavailable(thp_mode_file: Path = THP_MODE_FILE) -> str | None:
 
 
 def hugepages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
-    """The environment to start a process in for ``malloc: hugepages``, or None if there is
-    nothing to do: the tunable is already set, the user set glibc tunables of their own (they
+    """The environment to start a process in for ``malloc: hugepages`` (``GLIBC_TUNABLES`` set to
+    :data:`HUGEPAGES_TUNABLES`), or None if there is nothing to do: the tunable is already set, the user set glibc tunables of their own (they
     win), or :func:`hugepages_unavailable` says why not."""
     if "GLIBC_TUNABLES" in environ or hugepages_unavailable() is not None:
         return None
-    return {**environ, "GLIBC_TUNABLES": HUGEPAGES_TUNABLE}
+    return {**environ, "GLIBC_TUNABLES": HUGEPAGES_TUNABLES}
 
 
 def _hugepages_applied() -> str:
     tunables = os.environ.get("GLIBC_TUNABLES")
     if tunables is not None and HUGEPAGES_TUNABLE in tunables.split(":"):
-        return f"glibc malloc on transparent huge pages (GLIBC_TUNABLES={HUGEPAGES_TUNABLE})"
+        retained = ", freed blocks up to 32 MiB kept" if RETAINED_BLOCKS_TUNABLES in tunables else ""
+        return f"glibc malloc on transparent huge pages{retained} (GLIBC_TUNABLES={tunables})"
     reason = hugepages_unavailable()
     if reason is None:
         reason = (
             "GLIBC_TUNABLES is set by the environment" if tunables is not None
             else "glibc reads the tunable only at start: run an iresnet-* command, or set "
-            f"GLIBC_TUNABLES={HUGEPAGES_TUNABLE}"
+            f"GLIBC_TUNABLES={HUGEPAGES_TUNABLES}"
         )  # fmt: skip
     return f"malloc as configured by the environment (no huge pages: {reason})"
+
+
+@contextmanager
+def frozen_imports() -> Iterator[None]:
+    """Automatic garbage collection paused for the block, then every object it left frozen.
+
+    A command's imports (torch, Lightning and what they pull in: torchmetrics, torchvision,
+    torch._dynamo, sympy, scipy) create about 750,000 objects that the collector tracks and that
+    live until the process exits. CPython's full collections walk all of them: 7 ran during the
+    imports of ``iresnet-train`` (0.7 s), and the interpreter's exit spent about 1 s more on
+    them (docs/benchmarks.md, "The garbage collector and the exit"). ``gc.freeze()`` moves them to the
+    permanent generation, which later collections, the exit's among them, skip; the objects stay
+    alive as they would anyway. Python documents the same pairing (``gc.disable()`` early,
+    ``gc.freeze()`` after) for servers that fork workers, which then share these pages.
+
+    Meant for a process's entry point (the console commands' launcher uses it), not for a
+    library or a notebook: frozen objects that later become cyclic garbage are never collected.
+    Collection is enabled after the block only if it was enabled before it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _gc_applied() -> str:
+    frozen = gc.get_freeze_count()
+    if frozen:
+        return f"garbage collector skips the {frozen:,} objects of the imports (gc.freeze)"
+    return "garbage collector as usual (gc: freeze applies when an iresnet-* command imports its modules)"
 
 
 def apply_runtime(settings: Mapping[str, Any]) -> list[str]:
     """Applies a ``runtime`` config; returns one line per setting, saying what was done.
 
     Keys: ``threads`` (torch's intra-op threads; null keeps torch's choice), ``malloc``
-    (``hugepages``: reports whether the process started with :data:`HUGEPAGES_TUNABLE`;
-    ``retain``: :func:`retain_freed_memory`; ``default``: glibc as it is) and
-    ``quiet_lightning_notes`` (filter :data:`LIGHTNING_NOTES`).
+    (``hugepages``: reports whether the process started with :data:`HUGEPAGES_TUNABLE`, and with
+    :data:`RETAINED_BLOCKS_TUNABLES`;
+    ``retain``: :func:`retain_freed_memory`; ``default``: glibc as it is), ``gc`` (``freeze``:
+    reports whether the command's launcher imported it under :func:`frozen_imports`;
+    ``default``: nothing to do) and ``quiet_lightning_notes`` (filter :data:`LIGHTNING_NOTES`).
     """
     import torch  # here, not at the top: the launcher reads this module before torch is imported
 
-    unknown = sorted(set(settings) - {"threads", "malloc", "quiet_lightning_notes"})
+    unknown = sorted(set(settings) - {"threads", "malloc", "gc", "quiet_lightning_notes"})
     if unknown:
-        raise ValueError(f"unknown runtime setting(s) {unknown}; valid: threads, malloc, quiet_lightning_notes.")
+        raise ValueError(f"unknown runtime setting(s) {unknown}; valid: threads, malloc, gc, quiet_lightning_notes.")
     applied = []
     threads = settings.get("threads")
     if threads is not None:
@@ -154,6 +222,11 @@ def apply_runtime(settings: Mapping[str, Any]) -> list[str]:
         applied.append(f"glibc malloc keeps freed blocks up to {RETAINED_BLOCK_BYTES >> 20} MiB (mallopt)")
     else:
         applied.append("malloc as configured by the environment")
+    collector = settings.get("gc", "default")
+    if collector not in GC_MODES:
+        raise ValueError(f"runtime.gc must be one of {GC_MODES}, got {collector!r}.")
+    if collector == "freeze":
+        applied.append(_gc_applied())
     if settings.get("quiet_lightning_notes", False):
         for pattern in LIGHTNING_NOTES:
             warnings.filterwarnings("ignore", message=pattern)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 _IMPORT_ALL = """
-import importlib, json, os, pkgutil, sys, warnings
+import gc, importlib, json, os, pkgutil, sys, warnings
 # The third-party libraries iresnet imports set their own filters when imported; load them first.
 import hydra, matplotlib, matplotlib.pyplot, numpy, omegaconf, pytorch_lightning, torch, torchvision
 
@@ -17,6 +17,7 @@ def state():
         "precision": [torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision(),
                       torch.are_deterministic_algorithms_enabled(), str(torch.get_default_dtype())],
         "environ": dict(os.environ),
+        "gc": [gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()],
     }
 
 COMPILERS = ("torch.utils.cpp_extension", "torch._inductor.compile_fx", "torch._dynamo.eval_frame")
@@ -46,7 +47,7 @@ def test_importing_every_module_changes_nothing_and_compiles_nothing(tmp_path):
     result = json.loads(done.stdout.splitlines()[-1])
     rooms = {name.split(".")[1] for name in result["modules"]}
     assert {"cli", "bench", "ops", "lipschitz", "training", "runtime"} <= rooms  # every room was imported
-    assert result["changed"] == []  # warning filters, threads, precision flags, environment
+    assert result["changed"] == []  # warning filters, threads, precision flags, environment, collector
     assert result["compilers"] == [] and result["iresnet_libraries"] == [] and not result["operators"]
     assert not extensions.exists()  # nothing built
 

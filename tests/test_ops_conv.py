@@ -65,6 +65,23 @@ def test_one_channel_path_matches_aten_in_float32(channels):
     assert not _one_channel(w, ((2, 2), (1, 1), (1, 1)))
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 3), (1, 3), (3, 5)], ids=str)
+def test_shifted_slices_are_unfold_and_fold(kernel):
+    """The one-channel path's own unfold and fold against ATen's im2col and col2im."""
+    from iresnet.ops.conv import _fold, _unfold
+
+    torch.manual_seed(0)
+    kh, kw = kernel
+    padding = (kh // 2, kw // 2)
+    x = torch.randn(3, 1, 6, 7, dtype=torch.float64)
+    taps = torch.randn(3, kh * kw, 6 * 7, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert torch.equal(_unfold(x.contiguous(memory_format=layout), kh, kw), F.unfold(x, kernel, padding=padding))
+    torch.testing.assert_close(_fold(taps, kh, kw, 6, 7), F.fold(taps, (6, 7), kernel, padding=padding), rtol=0, atol=1e-12)
+    # fold is unfold's adjoint: <unfold(x), taps> = <x, fold(taps)>.
+    torch.testing.assert_close((_unfold(x, kh, kw) * taps).sum(), (x * _fold(taps, kh, kw, 6, 7)).sum())
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("channels", [(1, 4), (4, 1)], ids=str)
 def test_batched_vector_jacobian_products_match_one_row_at_a_time(channels, channels_last):

@@ -1,6 +1,10 @@
 """Process settings: applied by the commands' runtime group, never by importing iresnet."""
 
+import contextlib
+import gc
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -8,7 +12,10 @@ import pytest
 
 from iresnet import runtime
 from iresnet.cli import launch
-from iresnet.runtime import HUGEPAGES_TUNABLE, apply_runtime, hugepages_environment, hugepages_unavailable
+from iresnet.runtime import (
+    HUGEPAGES_TUNABLE, HUGEPAGES_TUNABLES, apply_runtime, frozen_imports, hugepages_environment,
+    hugepages_unavailable, release_freed_memory,
+)  # fmt: skip
 from reliability import script
 
 _FAULTS = """
@@ -29,10 +36,14 @@ print(applied[1])
 """
 
 
+def _without_tunables() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+
+
 def _faults(mode: str, **env: str) -> tuple[str, int]:
     """The malloc line ``apply_runtime`` reports in a fresh process, and that process's page
     faults over ten steps of large feature maps."""
-    environ = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+    environ = _without_tunables()
     done = subprocess.run(
         [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True, env={**environ, **env}
     )
@@ -56,8 +67,9 @@ def default_faults() -> int:
 def test_retain_reuses_freed_blocks_instead_of_faulting_them_in(default_faults):
     applied, faults = _faults("retain")
     assert "keeps freed blocks" in applied
-    # Reused blocks need none once the heap has its working size (rarely it grows once more).
-    assert faults < default_faults / 10
+    # Reused blocks need none once the heap has its working size (rarely it grows once or twice
+    # more: 10,000 faults each).
+    assert faults < default_faults / 5
 
 
 @glibc
@@ -91,7 +103,10 @@ def test_apply_runtime_sets_threads_and_reports_what_it_did(monkeypatch):
 
 @pytest.mark.parametrize(
     "settings, message",
-    [({"threads": 0}, "runtime.threads"), ({"malloc": "tcmalloc"}, "runtime.malloc"), ({"thread": 2}, "unknown runtime")],
+    [
+        ({"threads": 0}, "runtime.threads"), ({"malloc": "tcmalloc"}, "runtime.malloc"), ({"gc": "off"}, "runtime.gc"),
+        ({"thread": 2}, "unknown runtime"),
+    ],  # fmt: skip
 )
 def test_bad_runtime_settings_name_the_key(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -115,6 +130,9 @@ def test_hugepages_tunable_puts_fresh_blocks_on_huge_pages(default_faults):
     applied, faults = _faults("hugepages", GLIBC_TUNABLES=HUGEPAGES_TUNABLE)
     assert applied == f"glibc malloc on transparent huge pages (GLIBC_TUNABLES={HUGEPAGES_TUNABLE})"
     # 2 MiB pages instead of 4 KiB ones: each 40 MB block takes about 20 faults, not 10,000.
+    assert faults < default_faults / 10
+    applied, faults = _faults("hugepages", GLIBC_TUNABLES=HUGEPAGES_TUNABLES)  # the command's setting
+    assert applied == f"glibc malloc on transparent huge pages, freed blocks up to 32 MiB kept (GLIBC_TUNABLES={HUGEPAGES_TUNABLES})"
     assert faults < default_faults / 10
     applied, _ = _faults("hugepages")  # asked for, but the process did not start with the tunable
     assert "no huge pages: glibc reads the tunable only at start" in applied
@@ -143,10 +161,89 @@ def test_hugepages_unavailable_says_why(tmp_path, monkeypatch):
 
 def test_hugepages_environment_adds_the_tunable_unless_the_user_set_tunables(monkeypatch):
     monkeypatch.setattr(runtime, "hugepages_unavailable", lambda: None)
-    assert hugepages_environment({"PATH": "/bin"}) == {"PATH": "/bin", "GLIBC_TUNABLES": HUGEPAGES_TUNABLE}
+    assert hugepages_environment({"PATH": "/bin"}) == {"PATH": "/bin", "GLIBC_TUNABLES": HUGEPAGES_TUNABLES}
     assert hugepages_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None  # the user's win
     monkeypatch.setattr(runtime, "hugepages_unavailable", lambda: "huge pages are 'never'")
     assert hugepages_environment({"PATH": "/bin"}) is None
+
+
+_TRIM = """
+import json
+from iresnet.runtime import release_freed_memory
+def rss_mib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+blocks = [bytearray(100_000) for _ in range(2_000)]  # 200 MB in glibc's heap (below its mmap threshold)
+for block in blocks:
+    block[::4096] = b"x" * len(block[::4096])  # resident
+del blocks[:-1]  # freed into the heap; the last block keeps its top from shrinking by itself
+before = rss_mib()
+released = release_freed_memory()
+print(json.dumps({"before": before, "after": rss_mib(), "released": released}))
+"""
+
+
+@glibc
+def test_release_freed_memory_returns_the_heaps_free_pages():
+    done = subprocess.run([sys.executable, "-c", _TRIM], capture_output=True, text=True, check=True, env=_without_tunables())
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["released"] and result["before"] - result["after"] > 150  # of the 200 MB freed
+
+
+def test_release_freed_memory_leaves_a_preloaded_allocator_alone(monkeypatch):
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    assert release_freed_memory() is False
+
+
+def test_commands_release_freed_memory_after_their_task(monkeypatch, tmp_path):
+    from iresnet.cli import common
+
+    calls = []
+    monkeypatch.setattr(common, "release_freed_memory", lambda: calls.append("released"))
+    monkeypatch.setattr(sys, "argv", ["iresnet-train", "experiment=toy2d", f"hydra.run.dir={tmp_path}"])
+    common.hydra_command(lambda cfg: calls.append("task"), "train")()
+    assert calls == ["task", "released"]
+
+
+_FROZEN_IMPORTS = """
+import gc, json, time
+from iresnet.runtime import apply_runtime, frozen_imports
+full = []
+gc.callbacks.append(lambda phase, info: full.append(phase) if phase == "start" and info["generation"] == 2 else None)
+gc.set_threshold(10, 1, 1)  # full collections as often as CPython allows
+with frozen_imports():
+    full.clear()
+    import torch  # about 200,000 tracked objects, most of them alive until exit
+during = len(full)
+start = time.perf_counter()
+gc.collect()
+print(json.dumps({
+    "collections_during": during, "enabled": gc.isenabled(), "frozen": gc.get_freeze_count(),
+    "tracked": len(gc.get_objects()), "report": apply_runtime({"gc": "freeze"})[2],
+}))
+"""
+
+
+def test_frozen_imports_pause_collection_then_freeze_the_imported_objects():
+    done = subprocess.run([sys.executable, "-c", _FROZEN_IMPORTS], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["collections_during"] == 0 and result["enabled"]  # paused during the block only
+    # torch's objects sit in the permanent generation, which collections skip.
+    assert result["frozen"] > 100_000 and result["tracked"] < result["frozen"] / 10
+    assert result["report"] == f"garbage collector skips the {result['frozen']:,} objects of the imports (gc.freeze)"
+
+
+def test_frozen_imports_leave_a_disabled_collector_disabled(monkeypatch):
+    calls = []
+    for name in ("disable", "enable", "freeze"):
+        monkeypatch.setattr(gc, name, lambda name=name: calls.append(name))
+    monkeypatch.setattr(gc, "isenabled", lambda: False)
+    with pytest.raises(RuntimeError), frozen_imports():
+        raise RuntimeError("an import failed")
+    assert calls == ["disable", "freeze"]
+    # Without the launcher nothing was frozen, and the runtime line says so.
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: 0)
+    assert "gc: freeze applies when an iresnet-* command imports" in apply_runtime({"gc": "freeze"})[2]
+    assert len(apply_runtime({"gc": "default"})) == 2  # threads and malloc only
 
 
 class _Restarted(Exception):
@@ -154,16 +251,17 @@ class _Restarted(Exception):
 
 
 @pytest.mark.parametrize(
-    "overrides, environ, restarts",
+    "overrides, environ, restarts, frozen",
     [
-        ([], {}, True),  # training's default, the process started without the tunable
-        ([], {"GLIBC_TUNABLES": HUGEPAGES_TUNABLE}, False),  # the restarted process runs the command
-        (["runtime.malloc=default"], {}, False),
-        (["--cfg", "job"], {}, False),  # Hydra's flags are Hydra's
+        ([], {}, True, None),  # training's default, the process started without the tunable
+        ([], {"GLIBC_TUNABLES": HUGEPAGES_TUNABLES}, False, True),  # the restarted process runs the command
+        (["runtime.malloc=default"], {}, False, True),
+        (["runtime.malloc=default", "runtime.gc=default"], {}, False, False),
+        (["--cfg", "job"], {}, False, False),  # Hydra's flags are Hydra's
     ],
 )
-def test_launcher_restarts_once_with_the_tunable_then_runs_the_command(monkeypatch, overrides, environ, restarts):
-    calls = []
+def test_launcher_restarts_once_with_the_tunable_then_runs_the_command(monkeypatch, overrides, environ, restarts, frozen):
+    calls, blocks = [], []
 
     def execve(path, argv, env):
         calls.append((path, argv, env))
@@ -174,13 +272,22 @@ def test_launcher_restarts_once_with_the_tunable_then_runs_the_command(monkeypat
     monkeypatch.setattr(os, "environ", {"PATH": os.environ.get("PATH", ""), **environ})
     monkeypatch.setattr(sys, "argv", ["iresnet-train", *overrides])
     monkeypatch.setattr("iresnet.cli.train.main", lambda: "ran")
+
+    @contextlib.contextmanager
+    def recorded_frozen_imports():
+        blocks.append("entered")
+        yield
+
+    monkeypatch.setattr(launch, "frozen_imports", recorded_frozen_imports)
     if restarts:
         with pytest.raises(_Restarted):
             launch.train()
         [(path, argv, env)] = calls
-        assert path == sys.executable and argv == sys.orig_argv and env["GLIBC_TUNABLES"] == HUGEPAGES_TUNABLE
+        assert path == sys.executable and argv == sys.orig_argv and env["GLIBC_TUNABLES"] == HUGEPAGES_TUNABLES
+        assert blocks == []  # nothing is imported before the restart
     else:
         assert launch.train() == "ran" and calls == []
+        assert blocks == (["entered"] if frozen else [])
 
 
 def test_installed_command_reports_how_malloc_runs(tmp_path):
@@ -194,3 +301,4 @@ def test_installed_command_reports_how_malloc_runs(tmp_path):
     reason = hugepages_unavailable()
     expected = "glibc malloc on transparent huge pages" if reason is None else f"no huge pages: {reason}"
     assert expected in line
+    assert re.search(r"garbage collector skips the [\d,]+ objects of the imports \(gc.freeze\)", line)

@@ -21,7 +21,7 @@ from torch import nn
 from iresnet.cli.launch import check_overrides, config_dir, one_line
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
-from iresnet.runtime import apply_runtime
+from iresnet.runtime import apply_runtime, release_freed_memory
 from iresnet.training import TrainingDivergedError
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
@@ -64,13 +64,18 @@ def exit_on_user_error(fn: Callable) -> Callable:
 
 def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
     """A command's ``main``: Hydra's application of ``configs/<config_name>.yaml`` running
-    ``task`` after the config's ``runtime`` settings (:func:`apply_runtime_config`), with the
-    overrides checked first (:func:`check_overrides`) and user errors ending as one ``error:``
-    line and exit code 2 (:func:`exit_on_user_error`). The console scripts reach it through
-    :mod:`iresnet.cli.launch`, which may first start the process afresh for ``runtime.malloc``."""
+    ``task`` after the config's ``runtime`` settings (:func:`apply_runtime_config`), then
+    returning the heap's free memory to the system (:func:`iresnet.runtime.release_freed_memory`),
+    with the overrides checked first (:func:`check_overrides`) and user errors ending as one
+    ``error:`` line and exit code 2 (:func:`exit_on_user_error`). The console scripts reach it
+    through :mod:`iresnet.cli.launch`, which may first start the process afresh for
+    ``runtime.malloc`` and imports it under ``runtime.gc``."""
     def run(cfg: DictConfig) -> Any:
         apply_runtime_config(cfg)
-        return task(cfg)
+        try:
+            return task(cfg)
+        finally:
+            release_freed_memory()
 
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(exit_on_user_error(run))
 

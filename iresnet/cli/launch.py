@@ -4,8 +4,9 @@ then import and run the command.
 Nothing heavy is imported here (no torch, no Lightning): a setting that glibc reads only when a
 process starts (``runtime.malloc: hugepages``, :func:`iresnet.runtime.hugepages_environment`)
 is applied by starting the command once more with it, and that costs a fraction of a second
-only before torch is imported. ``python -m iresnet.cli.<command>`` and the modules' ``main``
-skip this step; they report that huge pages are not in use.
+only before torch is imported. With ``runtime.gc: freeze`` the command's modules are imported
+under :func:`iresnet.runtime.frozen_imports`, so that the garbage collector skips their objects.
+``python -m iresnet.cli.<command>`` and the modules' ``main`` skip these steps and say so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from iresnet.runtime import hugepages_environment
+from iresnet.runtime import frozen_imports, hugepages_environment
 
 
 def config_dir() -> str:
@@ -74,13 +76,16 @@ def command(module: str, config_name: str) -> Callable[[], Any]:
 
     def main() -> Any:
         cfg = check_overrides(config_name, sys.argv[1:])
-        environ = None if cfg is None else restart_environment(cfg.get("runtime") or {}, os.environ)
+        runtime = {} if cfg is None else cfg.get("runtime") or {}
+        environ = None if cfg is None else restart_environment(runtime, os.environ)
         if environ is not None and sys.executable:  # an embedded interpreter has no executable to start
             sys.stdout.flush()
             sys.stderr.flush()
             # The same interpreter, options and arguments (sys.orig_argv), with the new environment.
             os.execve(sys.executable, sys.orig_argv, environ)
-        return importlib.import_module(f"iresnet.cli.{module}").main()
+        with frozen_imports() if runtime.get("gc") == "freeze" else nullcontext():
+            command_module = importlib.import_module(f"iresnet.cli.{module}")
+        return command_module.main()
 
     return main
 
