@@ -102,6 +102,8 @@ def test_protocol_overrides_in_the_documented_form(compose_config):
 
 
 @pytest.mark.slow
+# Inversion is timed as users run it, without autograd graphs.
+@pytest.mark.filterwarnings("error:Converting a tensor with requires_grad=True:UserWarning")
 def test_smoke_full_protocol(compose_config):
     report = bench(_smoke(compose_config, ["full"]))
     full = report["sections"]["full"]

@@ -24,6 +24,7 @@ def encode(model: FlowModel, x: Tensor) -> Tensor:
         return model(x)[0]
 
 
+@torch.no_grad()
 def invert_once(model: FlowModel, x: Tensor, z: Tensor, solver) -> dict[str, object]:
     """Inverts ``z`` with ``solver`` in every block; seconds, net evaluations, image-space error."""
     with swapped(model, "solver", solver), warnings.catch_warnings():
