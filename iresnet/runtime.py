@@ -132,8 +132,9 @@ def hugepages_unavailable(thp_mode_file: Path = THP_MODE_FILE) -> str | None:
 
 def hugepages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     """The environment to start a process in for ``malloc: hugepages`` (``GLIBC_TUNABLES`` set to
-    :data:`HUGEPAGES_TUNABLES`), or None if there is nothing to do: the tunable is already set, the user set glibc tunables of their own (they
-    win), or :func:`hugepages_unavailable` says why not."""
+    :data:`HUGEPAGES_TUNABLES`), or None if there is nothing to do: the tunable is already set,
+    the user set glibc tunables of their own (they win), or :func:`hugepages_unavailable` says
+    why not."""
     if "GLIBC_TUNABLES" in environ or hugepages_unavailable() is not None:
         return None
     return {**environ, "GLIBC_TUNABLES": HUGEPAGES_TUNABLES}
