@@ -68,10 +68,8 @@ def retain_freed_memory(block_bytes: int = RETAINED_BLOCK_BYTES) -> bool:
     """
     if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
         return False
-    if preloaded_allocator() is not None:
-        return False
-    libc = ctypes.CDLL(None)  # the symbols the interpreter is linked with, its C library's among them
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+    libc = _glibc_malloc("mallopt")
+    if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, block_bytes) and libc.mallopt(_M_TRIM_THRESHOLD, 2 * block_bytes))
 
@@ -89,12 +87,17 @@ def release_freed_memory() -> bool:
     "The garbage collector and the exit"). Returns whether glibc released anything; False on
     other C libraries and under a preloaded allocator.
     """
+    libc = _glibc_malloc("malloc_trim")
+    return libc is not None and bool(libc.malloc_trim(0))
+
+
+def _glibc_malloc(function: str) -> ctypes.CDLL | None:
+    """The C library, if it is glibc, has ``function`` and serves malloc (no preloaded allocator,
+    which would ignore glibc's malloc settings); else None."""
     if preloaded_allocator() is not None:
-        return False
-    libc = ctypes.CDLL(None)
-    if not hasattr(libc, "malloc_trim") or not hasattr(libc, "gnu_get_libc_version"):
-        return False
-    return bool(libc.malloc_trim(0))
+        return None
+    libc = ctypes.CDLL(None)  # the symbols the interpreter is linked with, its C library's among them
+    return libc if hasattr(libc, function) and hasattr(libc, "gnu_get_libc_version") else None
 
 
 def preloaded_allocator() -> str | None:
@@ -194,10 +197,10 @@ def apply_runtime(settings: Mapping[str, Any]) -> list[str]:
 
     Keys: ``threads`` (torch's intra-op threads; null keeps torch's choice), ``malloc``
     (``hugepages``: reports whether the process started with :data:`HUGEPAGES_TUNABLE`, and with
-    :data:`RETAINED_BLOCKS_TUNABLES`;
-    ``retain``: :func:`retain_freed_memory`; ``default``: glibc as it is), ``gc`` (``freeze``:
-    reports whether the command's launcher imported it under :func:`frozen_imports`;
-    ``default``: nothing to do) and ``quiet_lightning_notes`` (filter :data:`LIGHTNING_NOTES`).
+    :data:`RETAINED_BLOCKS_TUNABLES`; ``retain``: :func:`retain_freed_memory`; ``default``:
+    glibc as it is), ``gc`` (``freeze``: reports whether the command's launcher imported it
+    under :func:`frozen_imports`; ``default``: nothing to do) and ``quiet_lightning_notes``
+    (filter :data:`LIGHTNING_NOTES`).
     """
     import torch  # here, not at the top: the launcher reads this module before torch is imported
 

@@ -4,7 +4,8 @@ Usage: ``python scripts/allocator_routes.py [--steps 40] [--rounds 2] [--out rou
 
 Routes (docs/benchmarks.md, "Allocator routes" and "Huge pages"): glibc on transparent huge pages
 (``runtime.malloc=hugepages``, training's default: the command restarts itself with
-``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``), plain glibc (``runtime.malloc=default``), glibc with
+``GLIBC_TUNABLES`` set to ``iresnet.runtime.HUGEPAGES_TUNABLES``, huge pages and freed blocks up
+to 32 MiB kept), plain glibc (``runtime.malloc=default``), glibc with
 ``runtime.malloc=retain`` (``mallopt``: freed blocks up to 64 MiB
 are kept for reuse), and tcmalloc or jemalloc loaded with ``LD_PRELOAD``, as torch's own
 CPU launcher does (``python -m torch.backends.xeon.run_cpu``); a route whose library is not
