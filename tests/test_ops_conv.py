@@ -66,8 +66,9 @@ def test_one_channel_path_matches_aten_in_float32(channels):
 
 
 @pytest.mark.parametrize("kernel", [(3, 3), (5, 3), (1, 3), (3, 5)], ids=str)
-def test_shifted_slices_are_unfold_and_fold(kernel):
-    """The one-channel path's own unfold and fold against ATen's im2col and col2im."""
+def test_one_channel_unfold_and_fold_match_aten(kernel):
+    """The one-channel path's own unfold and fold against ATen's im2col and col2im, for taps in
+    either memory order (the 1x1 convolution gives them tap-innermost), and fold under vmap."""
     from iresnet.ops.conv import _fold, _unfold
 
     torch.manual_seed(0)
@@ -77,7 +78,14 @@ def test_shifted_slices_are_unfold_and_fold(kernel):
     taps = torch.randn(3, kh * kw, 6 * 7, dtype=torch.float64)
     for layout in (torch.contiguous_format, torch.channels_last):
         assert torch.equal(_unfold(x.contiguous(memory_format=layout), kh, kw), F.unfold(x, kernel, padding=padding))
-    torch.testing.assert_close(_fold(taps, kh, kw, 6, 7), F.fold(taps, (6, 7), kernel, padding=padding), rtol=0, atol=1e-12)
+    expected = F.fold(taps, (6, 7), kernel, padding=padding)
+    tap_innermost = taps.transpose(1, 2).contiguous().transpose(1, 2)
+    for t in (taps, tap_innermost):
+        folded = _fold(t, kh, kw, 6, 7)
+        torch.testing.assert_close(folded, expected, rtol=0, atol=1e-12)
+        assert folded.is_contiguous()
+    batched = torch.func.vmap(lambda t: _fold(t, kh, kw, 6, 7))(torch.stack([taps, 2 * taps]))
+    torch.testing.assert_close(batched, torch.stack([expected, 2 * expected]), rtol=0, atol=1e-12)
     # fold is unfold's adjoint: <unfold(x), taps> = <x, fold(taps)>.
     torch.testing.assert_close((_unfold(x, kh, kw) * taps).sum(), (x * _fold(taps, kh, kw, 6, 7)).sum())
 
@@ -114,7 +122,9 @@ def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
     monkeypatch.setattr(torch.ops.aten, "convolution_backward", Spy())
     conv = spectral_norm(Conv2d(2, 3, 3, padding=1), 0.9, input_shape=(2, 5, 5))
     x = torch.randn(4, 2, 5, 5, requires_grad=True)
-    torch.autograd.grad(conv(x).sum(), x)
+    out = conv(x)
+    calls.clear()  # the spectral norm's power iteration applies the adjoint in the forward pass
+    torch.autograd.grad(out.sum(), x)
     assert calls == [[True, False, False]]
 
 

@@ -290,6 +290,22 @@ def test_launcher_restarts_once_with_the_tunable_then_runs_the_command(monkeypat
         assert blocks == (["entered"] if frozen else [])
 
 
+def test_a_command_line_is_composed_once_per_process(monkeypatch):
+    # The launcher checks the overrides, then the command's main checks them again: one compose.
+    launch._composed.cache_clear()
+    composed = []
+    real_compose = launch.compose
+    monkeypatch.setattr(launch, "compose", lambda *args, **kwargs: composed.append(args) or real_compose(*args, **kwargs))
+    first = launch.check_overrides("train", ["seed=7"])
+    assert launch.check_overrides("train", ["seed=7"]) is first and first.seed == 7 and len(composed) == 1
+    assert launch.check_overrides("train", ["seed=8"]).seed == 8 and len(composed) == 2
+    with pytest.raises(SystemExit):  # a bad command line is refused each time, not remembered
+        launch.check_overrides("train", ["no_such_key=1"])
+    with pytest.raises(SystemExit):
+        launch.check_overrides("train", ["no_such_key=1"])
+    assert len(composed) == 4
+
+
 def test_installed_command_reports_how_malloc_runs(tmp_path):
     environ = {key: value for key, value in os.environ.items() if key not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     done = subprocess.run(

@@ -11,6 +11,7 @@ under :func:`iresnet.runtime.frozen_imports`, so that the garbage collector skip
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -46,14 +47,20 @@ def check_overrides(config_name: str, overrides: list[str]) -> DictConfig | None
     so that an override Hydra cannot apply (an unknown key or group option, a malformed value)
     ends with one ``error:`` line and exit code 2 instead of Hydra's report and exit code 1.
 
-    Returns the composed config; None for command lines with Hydra's own flags (``--cfg``,
-    ``-m``, ...), which are left to Hydra.
+    Returns the composed config (shared: read it, do not change it); None for command lines with
+    Hydra's own flags (``--cfg``, ``-m``, ...), which are left to Hydra. A command line is composed
+    once per process: the launcher and the command's ``main`` both check it.
     """
     if any(arg.startswith("-") for arg in overrides):
         return None
+    return _composed(config_dir(), config_name, tuple(overrides))
+
+
+@functools.cache
+def _composed(directory: str, config_name: str, overrides: tuple[str, ...]) -> DictConfig:
     try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(config_name, overrides=overrides)
+        with initialize_config_dir(config_dir=directory, version_base="1.3"):
+            return compose(config_name, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
         message = one_line(err).split(" Config search path:")[0]
         hint = " (add a key with +key=value; --cfg job lists the config)" if "not in struct" in message else ""

@@ -60,7 +60,7 @@ def vjp(out: Tensor, x: Tensor, u: Tensor, create_graph: bool) -> Tensor:
     """
     if u.shape[0] == 1 or create_graph:
         rows = [torch.autograd.grad(out, x, row, retain_graph=True, create_graph=create_graph)[0] for row in u]
-        return torch.stack(rows)
+        return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
     (rows,) = torch.autograd.grad(out, x, u, retain_graph=True, is_grads_batched=True)
     return rows
 

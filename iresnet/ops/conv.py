@@ -26,13 +26,15 @@ gradient: 2-10x slower than a matrix product against the wide side in its channe
 channels, cheap) around one product against the wide side: a batched matrix product for the
 weight gradients, a 1x1 convolution with k*k output channels for the other two (a matrix product
 there would have only k*k columns, which GEMM runs 4x slower); the other cases stay with oneDNN.
-The one-channel ``unfold`` and ``fold`` are k*k shifted slices of the padded map (:func:`_unfold`,
-:func:`_fold`): ATen's ``im2col`` and ``col2im`` loop over the batch one sample at a time on a
-single thread, 3-6x slower on a (32, 1, 28, 28) map and about 3% of a protocol training step.
+The one-channel ``unfold`` is one copy of the padded map's k x k windows (:func:`_unfold`) and
+``fold`` one ``index_add`` of the taps into the padded output (:func:`_fold`): ATen's ``im2col``
+and ``col2im`` loop over the batch one sample at a time on a single thread, 3-6x slower on a
+(32, 1, 28, 28) map and about 3% of a protocol training step.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -71,17 +73,30 @@ def _unfold(x: Tensor, kh: int, kw: int) -> Tensor:
     (B, kh*kw, H*W)``, tap ``(i, j)`` being the map shifted by ``(i - kh // 2, j - kw // 2)``."""
     b, _, h, w = x.shape
     padded = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2))
-    taps = torch.stack([padded[:, 0, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], 1)
-    return taps.reshape(b, kh * kw, h * w)
+    windows = padded[:, 0].unfold(1, kh, 1).unfold(2, kw, 1)  # (B, H, W, kh, kw), a view
+    return windows.permute(0, 3, 4, 1, 2).reshape(b, kh * kw, h * w)
+
+
+@functools.cache
+def _fold_targets(kh: int, kw: int, h: int, w: int, device: torch.device) -> Tensor:
+    """Where :func:`_fold` adds each tap, in taps' memory order ``(pixel, tap)``: tap ``(i, j)`` of
+    pixel ``(a, b)`` belongs to output pixel ``(a + i - kh // 2, b + j - kw // 2)``, which is
+    ``(a + i, b + j)`` of the output padded by ``(kh // 2, kw // 2)``, flattened."""
+    i, j = torch.arange(kh, device=device).view(kh, 1, 1, 1), torch.arange(kw, device=device).view(1, kw, 1, 1)
+    a, b = torch.arange(h, device=device).view(1, 1, h, 1), torch.arange(w, device=device).view(1, 1, 1, w)
+    return ((a + i) * (w + kw - 1) + (b + j)).permute(2, 3, 0, 1).reshape(-1)
 
 
 def _fold(taps: Tensor, kh: int, kw: int, h: int, w: int) -> Tensor:
     """``F.fold(taps, (h, w), (kh, kw), padding=(kh // 2, kw // 2))``, the adjoint of
-    :func:`_unfold`: ``(B, kh*kw, H*W) -> (B, 1, H, W)``, the sum of the taps shifted back."""
-    ph, pw = kh // 2, kw // 2
-    padded = F.pad(taps.reshape(taps.shape[0], kh, kw, h, w), (pw, pw, ph, ph))
-    shifted = [padded[:, i, j, 2 * ph - i : 2 * ph - i + h, 2 * pw - j : 2 * pw - j + w] for i in range(kh) for j in range(kw)]
-    return sum(shifted[1:], shifted[0]).unsqueeze(1)
+    :func:`_unfold`: ``(B, kh*kw, H*W) -> (B, 1, H, W)``, the sum of the taps shifted back.
+
+    One ``index_add`` into the padded output, then the crop. ``taps`` come from
+    :func:`_pixelwise` with the tap index innermost, so their flattening is a view."""
+    b, (ph, pw) = taps.shape[0], (kh // 2, kw // 2)
+    flat = taps.transpose(1, 2).reshape(b, -1)
+    padded = flat.new_zeros(b, (h + 2 * ph) * (w + 2 * pw)).index_add(1, _fold_targets(kh, kw, h, w, taps.device), flat)
+    return padded.view(b, 1, h + 2 * ph, w + 2 * pw)[..., ph : ph + h, pw : pw + w].contiguous()
 
 
 def _rows(t: Tensor) -> Tensor:

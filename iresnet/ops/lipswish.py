@@ -121,15 +121,12 @@ class _LipSwishFunction(torch.autograd.Function):
         # A node for the second derivative only when this backward pass builds a graph.
         first_order = _LipSwishBackward.apply if torch.is_grad_enabled() else _lipswish_grads
         grad_x, grad_beta = first_order(grad, x, beta, slope, want_beta, ctx.fused)
-        return grad_x, (grad_beta if want_beta else None), None
+        return grad_x, grad_beta, None
 
 
-def _lipswish_grads(grad, x, beta, slope, want_beta: bool, fused: bool) -> tuple[Tensor, Tensor]:
-    """``(grad f'(x), sum grad df/dbeta)`` (zeros for the latter unless ``want_beta``)."""
-    if want_beta:
-        grad_beta = _kernel(lipswish_beta_grad, fused)(grad, x, beta)
-    else:
-        grad_beta = beta.new_zeros(beta.shape)
+def _lipswish_grads(grad, x, beta, slope, want_beta: bool, fused: bool) -> tuple[Tensor, Tensor | None]:
+    """``(grad f'(x), sum grad df/dbeta)``, the latter None unless ``want_beta``."""
+    grad_beta = _kernel(lipswish_beta_grad, fused)(grad, x, beta) if want_beta else None
     return grad * slope, grad_beta
 
 
