@@ -180,30 +180,32 @@ Tensor lipswish_beta_grad(const Tensor& grad_in, const Tensor& x_in, const Tenso
   return sums_like_beta(sums, beta_in);
 }
 
-// With t = gg_x grad silu''(z) / 1.1 and silu''(z) = s (1 - s) (2 + z (1 - 2 s)): d_x = t beta
-// (= gg_x grad f''(x)) and the sum over each channel of t x (of gg_x grad df'/dbeta).
-std::tuple<Tensor, Tensor> lipswish_slope_grads(const Tensor& gg_x_in, const Tensor& grad_in, const Tensor& x_in,
-                                                const Tensor& beta_in) {
+// With t = gg_x grad silu''(z) / 1.1 and silu''(z) = s (1 - s) (2 + z (1 - 2 s)): d_grad = gg_x f'(x),
+// d_x = t beta (= gg_x grad f''(x)) and the sum over each channel of t x (of gg_x grad df'/dbeta).
+std::tuple<Tensor, Tensor, Tensor> lipswish_slope_grads(const Tensor& gg_x_in, const Tensor& grad_in,
+                                                        const Tensor& x_in, const Tensor& beta_in) {
   check_inputs(x_in, beta_in);
   const Tensor x = dense(x_in), gg_x = like(gg_x_in, x), grad = like(grad_in, x), beta = beta_in.contiguous();
   const Layout l = layout_of(x, beta);
-  Tensor d_x = at::empty_like(x), sums = at::zeros({l.channels}, x.options().dtype(at::kDouble));
+  Tensor d_grad = at::empty_like(x), d_x = at::empty_like(x);
+  Tensor sums = at::zeros({l.channels}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "iresnet::lipswish_slope_grads", [&] {
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = grad.const_data_ptr<scalar_t>(),
                    *ggp = gg_x.const_data_ptr<scalar_t>();
-    scalar_t* dp = d_x.mutable_data_ptr<scalar_t>();
+    scalar_t *dgp = d_grad.mutable_data_ptr<scalar_t>(), *dp = d_x.mutable_data_ptr<scalar_t>();
     const Vec<scalar_t> one(scalar_t(1)), two(scalar_t(2)), k(scalar_t(1 / kScale));
     for_each_run<scalar_t>(l, beta.const_data_ptr<scalar_t>(), sums.mutable_data_ptr<double>(),
                            [&](int64_t at, const Vec<scalar_t>& b, int64_t n) {
                              const auto xv = Vec<scalar_t>::loadu(xp + at, n), z = xv * b, s = sigmoid(z);
+                             const auto gg = Vec<scalar_t>::loadu(ggp + at, n);
+                             (gg * s * (one + z * (one - s)) * k).store(dgp + at, n);
                              const auto curvature = s * (one - s) * (two + z * (one - two * s));
-                             const auto t = Vec<scalar_t>::loadu(ggp + at, n) * Vec<scalar_t>::loadu(gp + at, n) *
-                                            curvature * k;
+                             const auto t = gg * Vec<scalar_t>::loadu(gp + at, n) * curvature * k;
                              (t * b).store(dp + at, n);
                              return t * xv;
                            });
   });
-  return {d_x, sums_like_beta(sums, beta_in)};
+  return {d_grad, d_x, sums_like_beta(sums, beta_in)};
 }
 
 }  // namespace
@@ -211,7 +213,7 @@ std::tuple<Tensor, Tensor> lipswish_slope_grads(const Tensor& gg_x_in, const Ten
 TORCH_LIBRARY_FRAGMENT(iresnet, m) {
   m.def("lipswish_and_slope(Tensor x, Tensor beta) -> (Tensor, Tensor)");
   m.def("lipswish_beta_grad(Tensor grad, Tensor x, Tensor beta) -> Tensor");
-  m.def("lipswish_slope_grads(Tensor gg_x, Tensor grad, Tensor x, Tensor beta) -> (Tensor, Tensor)");
+  m.def("lipswish_slope_grads(Tensor gg_x, Tensor grad, Tensor x, Tensor beta) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(iresnet, CPU, m) {

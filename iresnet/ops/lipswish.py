@@ -46,7 +46,7 @@ def _operators() -> bool:
     torch.library.register_fake("iresnet::lipswish_and_slope")(lambda x, beta: (torch.empty_like(x), torch.empty_like(x)))
     torch.library.register_fake("iresnet::lipswish_beta_grad")(lambda grad, x, beta: torch.empty_like(beta))
     torch.library.register_fake("iresnet::lipswish_slope_grads")(
-        lambda gg_x, grad, x, beta: (torch.empty_like(x), torch.empty_like(beta))
+        lambda gg_x, grad, x, beta: (torch.empty_like(x), torch.empty_like(x), torch.empty_like(beta))
     )
     return True
 
@@ -88,13 +88,15 @@ def lipswish_beta_grad(grad: Tensor, x: Tensor, beta: Tensor) -> Tensor:
 
 
 @fused(_operator("lipswish_slope_grads"))
-def lipswish_slope_grads(gg_x: Tensor, grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-    """``(d/dx, d/dbeta)`` of ``<gg_x, grad f'(x)>``: ``gg_x grad f''(x)`` and the sum of
-    ``gg_x grad df'/dbeta`` to ``beta``'s shape."""
+def lipswish_slope_grads(gg_x: Tensor, grad: Tensor, x: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(d/dgrad, d/dx, d/dbeta)`` of ``<gg_x, grad f'(x)>``: ``gg_x f'(x)``, ``gg_x grad f''(x)``
+    and the sum of ``gg_x grad df'/dbeta`` to ``beta``'s shape (``f'`` recomputed from ``x``: one
+    pass instead of another over the stored slope)."""
     z = x * beta
     s, slope = _sigmoid_slope(z)
+    d_grad = torch.ops.aten.silu_backward(gg_x / LIPSWISH_SCALE, z)
     t = (gg_x * grad).mul_(_silu_curvature(z, s, slope))
-    return t * (beta / LIPSWISH_SCALE), (t * x).sum_to_size(beta.shape) / LIPSWISH_SCALE
+    return d_grad, t * (beta / LIPSWISH_SCALE), (t * x).sum_to_size(beta.shape) / LIPSWISH_SCALE
 
 
 def _kernel(kernel: Callable, fused: bool) -> Callable:
@@ -135,16 +137,15 @@ class _LipSwishBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grad, x, beta, slope, want_beta: bool, fused: bool):
-        ctx.save_for_backward(grad, x, beta, slope)
+        ctx.save_for_backward(grad, x, beta)
         ctx.want_beta, ctx.fused = want_beta, fused
         return _lipswish_grads(grad, x, beta, slope, want_beta, fused)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gg_x: Tensor, gg_beta: Tensor | None):
-        grad, x, beta, slope = ctx.saved_tensors
-        d_grad = gg_x * slope
-        d_x, d_beta = _kernel(lipswish_slope_grads, ctx.fused)(gg_x, grad, x, beta)
+        grad, x, beta = ctx.saved_tensors
+        d_grad, d_x, d_beta = _kernel(lipswish_slope_grads, ctx.fused)(gg_x, grad, x, beta)
         if ctx.want_beta and gg_beta is not None:
             # Terms through grad_beta = sum grad x^2 s (1 - s) / 1.1 (rare: only a graph of
             # beta's own gradient needs them).
