@@ -43,7 +43,11 @@ HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 # are 6.4 MB) instead of unmapping them, and trims the heap's top only past 64 MiB: 60 protocol
 # steps ran 7-8% faster for 15 MiB more peak (docs/benchmarks.md, "The garbage collector and the
 # exit"). The heap's high-water mark is returned at the end (release_freed_memory).
-RETAINED_BLOCKS_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
+HUGEPAGES_RETAINED_BLOCK_BYTES = 32 << 20
+RETAINED_BLOCKS_TUNABLES = (
+    f"glibc.malloc.mmap_threshold={HUGEPAGES_RETAINED_BLOCK_BYTES}"
+    f":glibc.malloc.trim_threshold={2 * HUGEPAGES_RETAINED_BLOCK_BYTES}"
+)
 HUGEPAGES_TUNABLES = f"{HUGEPAGES_TUNABLE}:{RETAINED_BLOCKS_TUNABLES}"
 THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 # Lightning's notes that do not apply to iresnet's runs: the EMA copy is in eval mode on purpose,
@@ -146,7 +150,8 @@ def hugepages_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
 def _hugepages_applied() -> str:
     tunables = os.environ.get("GLIBC_TUNABLES")
     if tunables is not None and HUGEPAGES_TUNABLE in tunables.split(":"):
-        retained = ", freed blocks up to 32 MiB kept" if RETAINED_BLOCKS_TUNABLES in tunables else ""
+        kept = RETAINED_BLOCKS_TUNABLES in tunables
+        retained = f", freed blocks up to {HUGEPAGES_RETAINED_BLOCK_BYTES >> 20} MiB kept" if kept else ""
         return f"glibc malloc on transparent huge pages{retained} (GLIBC_TUNABLES={tunables})"
     reason = hugepages_unavailable()
     if reason is None:

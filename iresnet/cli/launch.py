@@ -84,7 +84,7 @@ def command(module: str, config_name: str) -> Callable[[], Any]:
     def main() -> Any:
         cfg = check_overrides(config_name, sys.argv[1:])
         runtime = {} if cfg is None else cfg.get("runtime") or {}
-        environ = None if cfg is None else restart_environment(runtime, os.environ)
+        environ = restart_environment(runtime, os.environ)
         if environ is not None and sys.executable:  # an embedded interpreter has no executable to start
             sys.stdout.flush()
             sys.stderr.flush()

@@ -73,6 +73,13 @@ Vec<T> sigmoid(const Vec<T>& z) {
   return one / (one + z.neg().exp_u20());
 }
 
+// f'(x) = s (1 + z (1 - s)) / 1.1, with z = beta x and s = sigmoid(z).
+template <typename T>
+Vec<T> slope_of(const Vec<T>& z, const Vec<T>& s) {
+  const Vec<T> one(T(1));
+  return s * (one + z * (one - s)) * Vec<T>(T(1 / kScale));
+}
+
 // Adds the first n lanes of v into into[0..n).
 template <typename T>
 void add_lanes(const Vec<T>& v, int64_t n, double* into) {
@@ -150,12 +157,12 @@ std::tuple<Tensor, Tensor> lipswish_and_slope(const Tensor& x_in, const Tensor& 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "iresnet::lipswish_and_slope", [&] {
     const scalar_t *xp = x.const_data_ptr<scalar_t>();
     scalar_t *op = out.mutable_data_ptr<scalar_t>(), *sp = slope.mutable_data_ptr<scalar_t>();
-    const Vec<scalar_t> one(scalar_t(1)), k(scalar_t(1 / kScale));
+    const Vec<scalar_t> k(scalar_t(1 / kScale));
     for_each_run<scalar_t>(l, beta.const_data_ptr<scalar_t>(), nullptr,
                            [&](int64_t at, const Vec<scalar_t>& b, int64_t n) {
                              const auto xv = Vec<scalar_t>::loadu(xp + at, n), z = xv * b, s = sigmoid(z);
                              (xv * s * k).store(op + at, n);
-                             (s * (one + z * (one - s)) * k).store(sp + at, n);
+                             slope_of(z, s).store(sp + at, n);
                              return xv;
                            });
   });
@@ -198,7 +205,7 @@ std::tuple<Tensor, Tensor, Tensor> lipswish_slope_grads(const Tensor& gg_x_in, c
                            [&](int64_t at, const Vec<scalar_t>& b, int64_t n) {
                              const auto xv = Vec<scalar_t>::loadu(xp + at, n), z = xv * b, s = sigmoid(z);
                              const auto gg = Vec<scalar_t>::loadu(ggp + at, n);
-                             (gg * s * (one + z * (one - s)) * k).store(dgp + at, n);
+                             (gg * slope_of(z, s)).store(dgp + at, n);
                              const auto curvature = s * (one - s) * (two + z * (one - two * s));
                              const auto t = gg * Vec<scalar_t>::loadu(gp + at, n) * curvature * k;
                              (t * b).store(dp + at, n);
