@@ -157,7 +157,6 @@ def test_failure_warns_and_returns_last_iterate(solver_cls):
     [
         (FixedPointInverse, dict(max_iter=0), "max_iter must be an integer >= 1, got 0"),
         (FixedPointInverse, dict(atol=-1.0), "atol and rtol must be >= 0"),
-        (FixedPointInverse, dict(atol=0.0, rtol=0.0), "not both 0"),
         (FixedPointInverse, dict(on_failure="ignore"), "unknown on_failure 'ignore'"),
         (AndersonInverse, dict(m=0), "m .history size. must be an integer >= 1"),
         (AndersonInverse, dict(beta=0.0), r"beta must lie in \(0, 1\]"),

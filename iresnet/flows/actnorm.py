@@ -25,8 +25,16 @@ class ActNorm(Flow):
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.log_scale = nn.Parameter(torch.zeros(num_features))
         self.eps = eps
-        # A buffer, not a Python flag, so that checkpoints remember the initialization.
+        # A buffer, not a Python flag, so that checkpoints remember the initialization; the flag
+        # records that the buffer was read as set, so that a training step reads it (on the host)
+        # once per module, not in every step. Loading a state dict reads it afresh.
         self.register_buffer("initialized", torch.tensor(False))
+        self._seen_initialized = False
+        self.register_load_state_dict_post_hook(ActNorm._forget_initialized)
+
+    @staticmethod
+    def _forget_initialized(module: ActNorm, incompatible_keys: object) -> None:
+        module._seen_initialized = False
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
@@ -53,15 +61,17 @@ class ActNorm(Flow):
                 f"ActNorm({self.bias.numel()}) expects (B, {self.bias.numel()}) or "
                 f"(B, {self.bias.numel()}, H, W) input, got shape {tuple(x.shape)}."
             )
-        if not self.initialized and self.training:
-            self._initialize(x)
+        if self.training and not self._seen_initialized:
+            if not self.initialized:
+                self._initialize(x)
+            self._seen_initialized = True
         y = (x + self._view(self.bias, x)) * self._view(self.log_scale, x).exp()
         spatial = x[0, 0].numel()
         logdet = (self.log_scale.sum() * spatial).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
-        if not self.initialized:
+        if not torch.compiler.is_compiling() and not self.initialized:
             raise RuntimeError(
                 "ActNorm.inverse called before initialization; run a training-mode forward pass "
                 "on a data batch first (or load a trained checkpoint)."

@@ -63,7 +63,14 @@ class FlowSequential(Flow):
 
 
 def check_finite(x: Tensor, where: str) -> None:
-    """Raise a ``ValueError`` naming ``where`` if ``x`` holds NaN or Inf values."""
+    """Raise a ``ValueError`` naming ``where`` if ``x`` holds NaN or Inf values.
+
+    For the door of a model (:class:`~iresnet.models.FlowModel`), not for layers: the check reads
+    the tensor on the host. It is skipped while ``torch.compile`` or ``torch.export`` traces, so
+    that a captured graph has no data-dependent branch.
+    """
+    if torch.compiler.is_compiling():
+        return
     if not torch.isfinite(x).all():
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(

@@ -12,7 +12,12 @@ from iresnet.flows.base import Flow
 
 
 def check_unit_interval(x: Tensor) -> None:
-    """``ValueError`` unless every value of ``x`` is finite and in [0, 1] (images scaled by 255)."""
+    """``ValueError`` unless every value of ``x`` is finite and in [0, 1] (images scaled by 255).
+
+    Skipped while ``torch.compile`` or ``torch.export`` traces (the check reads ``x`` on the host).
+    """
+    if torch.compiler.is_compiling():
+        return
     if not torch.isfinite(x).all():
         raise ValueError("Input images contain NaN or Inf pixels; clean the data before the model.")
     if x.numel() and (x.min() < 0 or x.max() > 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from iresnet.flows.base import Flow, check_finite
+from iresnet.flows.base import Flow
 from iresnet.inverse import FixedPointInverse, InverseStats
 from iresnet.lipschitz.conditional import takes_context
 from iresnet.logdet import RouletteLogDet
@@ -46,7 +46,6 @@ class ResidualBlock(Flow):
         self.last_inverse_stats: InverseStats | None = None
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_finite(x, "ResidualBlock.forward")
         context = context if self.conditional else None
         gx, logdet = self.logdet(self.net, x, training=self.training, context=context)
         self.last_logdet, self.last_n_terms = logdet.detach(), getattr(self.logdet, "last_n_terms", None)
@@ -59,7 +58,6 @@ class ResidualBlock(Flow):
         iterates and residuals then stay in ``y``'s precision and only ``net`` runs in its own.
         This removes the float32 rounding floor of ``y - net(x)`` at the cost of a cast.
         """
-        check_finite(y, "ResidualBlock.inverse")
         context = context if self.conditional else None
         weight = next(self.net.parameters(), None)
         if weight is None or weight.dtype == y.dtype:

@@ -16,6 +16,9 @@ class InverseStats:
         residual: the true residual of the returned ``x``: ``max |x + fn(x) - y|`` over all
             entries of the batch (not a step size).
         converged: whether every sample met ``max|x_b + fn(x_b) - y_b| <= atol + rtol max|x_b|``.
+
+    A fixed-iteration solve (``atol = rtol = 0``) measures nothing: ``residual`` is NaN and
+    ``converged`` False; ``FlowModel.reconstruct`` shows how close its inverse is.
     """
 
     iterations: int

@@ -31,8 +31,12 @@ def requires_graph(fn: Callable[..., Tensor], x: Tensor, context: Tensor | None 
 
 @contextmanager
 def graph_scope() -> Iterator[None]:
-    """Record autograd graphs even inside ``no_grad`` or ``inference_mode`` callers."""
-    with torch.inference_mode(False), torch.enable_grad():
+    """Record autograd graphs even inside ``no_grad`` or ``inference_mode`` callers.
+
+    A compiled caller cannot be in inference mode (``torch.compile`` traces no inference tensors),
+    so while tracing only grad mode is switched on.
+    """
+    with nullcontext() if torch.compiler.is_compiling() else torch.inference_mode(False), torch.enable_grad():
         yield
 
 
@@ -44,7 +48,7 @@ def tracked_input(x: Tensor, keep_graph: bool) -> Tensor:
     if keep_graph and x.requires_grad:
         return x
     leaf = x.detach()
-    if leaf.is_inference():
+    if not torch.compiler.is_compiling() and leaf.is_inference():
         leaf = leaf.clone()
     return leaf.requires_grad_(True)
 
@@ -63,6 +67,26 @@ def vjp(out: Tensor, x: Tensor, u: Tensor, create_graph: bool) -> Tensor:
         return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
     (rows,) = torch.autograd.grad(out, x, u, retain_graph=True, is_grads_batched=True)
     return rows
+
+
+def traced_products(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """``fn(x)`` and the map ``u: (P, B, ...) -> (P, B, ...)`` that multiplies every ``u[p]`` by the
+    per-sample Jacobian ``J`` of ``fn`` at ``x``, for a graph that ``torch.compile`` or
+    ``torch.export`` captures (:func:`vjp` calls ``torch.autograd.grad``, which neither traces).
+
+    Under ``torch.compile`` the products are VJPs, ``u J`` (``torch.func.vjp``); ``torch.export``
+    captures forward-mode products only, so there they are JVPs, ``J u`` (``torch.func.jvp``).
+    Traces ``v^T J^k v`` and determinants are the same either way. The results are
+    differentiable by the enclosing autograd (w.r.t. ``x`` and the parameters ``fn`` uses).
+    """
+    if torch.compiler.is_exporting():
+
+        def forward_products(u: Tensor) -> Tensor:
+            return torch.stack([torch.func.jvp(fn, (x,), (row,))[1] for row in u])
+
+        return fn(x), forward_products
+    out, pullback = torch.func.vjp(fn, x)
+    return out, lambda u: torch.stack([pullback(row)[0] for row in u])
 
 
 def batch_dot(u: Tensor, v: Tensor) -> Tensor:

@@ -8,13 +8,21 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor, nn
 
 from iresnet.logdet._autograd import call_net, graph_scope, requires_graph, tracked_input
 from iresnet.logdet._validate import check_choice, check_int_at_least
 from iresnet.logdet.memory_efficient import memory_efficient_logdet
 from iresnet.logdet.probes import PROBE_KINDS, sample_probe
-from iresnet.logdet.series import GRAD_MODES, chunked_series_terms, series_logdet, with_gradient_of
+from iresnet.logdet.series import (
+    GRAD_MODES, chunked_series_terms, series_logdet, traced_series_logdet, with_gradient_of,
+)  # fmt: skip
+
+
+# The memory-efficient autograd Function takes VJPs in its forward and rebuilds the graph in its
+# backward (torch.autograd.grad), which no captured graph holds: a compiled caller breaks here.
+_memory_efficient = torch.compiler.disable(memory_efficient_logdet)
 
 
 class SeriesLogDet(ABC):
@@ -85,10 +93,13 @@ class SeriesLogDet(ABC):
         coeffs = self.coefficients(training)
         probes = sample_probe(x, self.probe, self.n_probes)
         chunk = self.samples_per_chunk(x)
-        if not requires_graph(net, x, context):
+        keep_graph = requires_graph(net, x, context)
+        if keep_graph and self.memory_efficient:
+            g_x, logdet = _memory_efficient(net, x, probes, coeffs, self.grad, chunk, context)
+        elif torch.compiler.is_compiling():
+            g_x, logdet = traced_series_logdet(net, x, probes, coeffs, self.grad, context)
+        elif not keep_graph:
             g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, chunk, neumann=False, context=context)
-        elif self.memory_efficient:
-            g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, chunk, context)
         else:
             with graph_scope():
                 x_in = tracked_input(x, keep_graph=True)

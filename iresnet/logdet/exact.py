@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import call_net, graph_scope, requires_graph, tracked_input, vjp
+from iresnet.logdet._autograd import call_net, graph_scope, requires_graph, traced_products, tracked_input, vjp
 
 
 def batch_jacobian(out: Tensor, x: Tensor, create_graph: bool) -> Tensor:
@@ -19,11 +19,30 @@ def batch_jacobian(out: Tensor, x: Tensor, create_graph: bool) -> Tensor:
     Row ``i`` is the VJP with the basis vector ``e_i``; all rows come from one batched
     backward pass. Assumes samples do not interact inside the network.
     """
+    rows = vjp(out, x, _basis(out), create_graph=create_graph)
+    return rows.flatten(2).transpose(0, 1)
+
+
+def _basis(out: Tensor) -> Tensor:
+    """The basis vectors ``e_i`` of one sample's values, for every sample: ``(D, *out.shape)``."""
     batch, d_out = out.shape[0], out[0].numel()
     basis = torch.eye(d_out, dtype=out.dtype, device=out.device)
-    basis = basis.unsqueeze(1).expand(d_out, batch, d_out).reshape(d_out, *out.shape)
-    rows = vjp(out, x, basis, create_graph=create_graph)
-    return rows.flatten(2).transpose(0, 1)
+    return basis.unsqueeze(1).expand(d_out, batch, d_out).reshape(d_out, *out.shape)
+
+
+def _check_square(x: Tensor, out: Tensor) -> None:
+    if out[0].numel() != x[0].numel():
+        raise ValueError(
+            f"the Jacobian must be square: fn maps {x[0].numel()} to {out[0].numel()} "
+            "values per sample; the log-determinant needs fn(x) to have as many values as x."
+        )
+
+
+def _logabsdet(jac: Tensor, add_identity: bool) -> Tensor:
+    """``log|det(J)|`` (``log|det(I + J)|`` if ``add_identity``) of ``jac: (B, D, D)``."""
+    if add_identity:
+        jac = jac + torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+    return torch.linalg.slogdet(jac).logabsdet
 
 
 def _jacobian_logdet(
@@ -31,19 +50,19 @@ def _jacobian_logdet(
 ) -> tuple[Tensor, Tensor]:
     """``fn(x)`` and ``log|det(J)|`` per sample, with ``J = d fn/dx`` (``+ I`` if ``add_identity``);
     with a context, ``fn(x, context)`` and its Jacobian in ``x``."""
+    if torch.compiler.is_compiling():
+        # The Jacobian's rows (or, under torch.export, its columns: the same determinant).
+        out, product = traced_products(lambda v: call_net(fn, v, context), x)
+        _check_square(x, out)
+        jac = product(_basis(out)).flatten(2).transpose(0, 1)
+        return out, _logabsdet(jac, add_identity)
     keep_graph = requires_graph(fn, x, context)
     with graph_scope():
         x_in = tracked_input(x, keep_graph)
         out = call_net(fn, x_in, context)
-        if out[0].numel() != x_in[0].numel():
-            raise ValueError(
-                f"the Jacobian must be square: fn maps {x_in[0].numel()} to {out[0].numel()} "
-                "values per sample; the log-determinant needs fn(x) to have as many values as x."
-            )
+        _check_square(x_in, out)
         jac = batch_jacobian(out, x_in, create_graph=keep_graph)
-        if add_identity:
-            jac = jac + torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
-        logdet = torch.linalg.slogdet(jac).logabsdet
+        logdet = _logabsdet(jac, add_identity)
     if not keep_graph:
         out, logdet = out.detach(), logdet.detach()
     return out, logdet

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from iresnet.logdet._validate import check_choice, check_int_at_least
 from iresnet.logdet.base import SeriesLogDet
 from iresnet.logdet.distributions import ROULETTE_DISTS, Geometric, Poisson
@@ -48,6 +50,9 @@ class RouletteLogDet(SeriesLogDet):
         self.eval_exact_terms = eval_exact_terms
         self.last_draw: int | None = None
 
+    # Drawn eagerly, also inside a compiled caller: a traced draw would bake one N into the graph.
+    # The caller's graph breaks here and is specialized on the number of terms it gets.
+    @torch.compiler.disable
     def coefficients(self, training: bool) -> list[float]:
         n_exact = self.n_exact_terms if training else self.eval_exact_terms
         draw = self.dist.sample()

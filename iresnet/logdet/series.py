@@ -27,7 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from iresnet.logdet._autograd import batch_dot, call_net, graph_scope, net_chunks, rows_of, tracked_input, vjp
+from iresnet.logdet._autograd import (
+    batch_dot, call_net, graph_scope, net_chunks, rows_of, traced_products, tracked_input, vjp,
+)  # fmt: skip
 
 GRAD_MODES = ("backprop", "neumann")
 
@@ -101,6 +103,26 @@ def series_logdet(
     if backprop:
         return value, value
     return value, neumann_surrogate(g, x, neumann_row, probes)
+
+
+def traced_series_logdet(
+    net: nn.Module, x: Tensor, probes: Tensor, coeffs: Sequence[float], grad: str, context: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(g(x), logdet)`` as :func:`series_logdet` and :func:`with_gradient_of` give them, from
+    the products of :func:`~iresnet.logdet._autograd.traced_products`: what ``torch.compile``
+    and ``torch.export`` capture in one graph. Shapes as in :func:`series_terms`."""
+    g, product = traced_products(lambda v: call_net(net, v, context), x)
+    neumann = grad == "neumann"
+    row, neumann_row, value = probes, 0.0, 0.0
+    for k, c in enumerate(coeffs, start=1):
+        if neumann:
+            neumann_row = neumann_row + (-1) ** (k - 1) * c * row
+        row = product(row).detach() if neumann else product(row)
+        value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
+    value = value.mean(0)
+    if not neumann:
+        return g, value
+    return g, with_gradient_of(value, batch_dot(product(neumann_row), probes).mean(0))
 
 
 def with_gradient_of(value: Tensor, objective: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from iresnet.flows import Flow, ResidualBlock
+from iresnet.flows import Flow, ResidualBlock, check_finite
 from iresnet.inverse import full_float32_precision
 from iresnet.lipschitz import needs_context, takes_context
 from iresnet.models.priors import DistributionPrior
@@ -57,9 +57,11 @@ class FlowModel(Flow):
     # ------------------------------------------------------------------ density
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x: (B, ...)`` -> ``z`` and ``logdet: (B,)``."""
+        check_finite(x, f"{type(self).__name__}.forward")
         return self.flow(x, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        check_finite(z, f"{type(self).__name__}.inverse")
         return self.flow.inverse(z, context)
 
     def prior_distribution(self, context: Tensor | None = None) -> Distribution:
