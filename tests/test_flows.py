@@ -85,11 +85,14 @@ def test_residual_block_exact_logdet_and_round_trip():
     assert block.last_inverse_stats.converged
 
 
-def test_residual_block_rejects_nan_input():
-    block = ResidualBlock(contractive_mlp(4, 0.9), logdet=ExactLogDet())
-    x = torch.randn(2, 4, dtype=torch.float64)
+def test_flow_model_rejects_nan_input_at_its_door():
+    """The model checks its input once; its blocks have no data-dependent branch."""
+    from iresnet.models import FlowModel, StandardNormal
+
+    model = FlowModel(FlowSequential(ResidualBlock(contractive_mlp(4, 0.9), logdet=ExactLogDet())), StandardNormal(4))
+    x = torch.randn(2, 4)
     x[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        block(x)
-    with pytest.raises(ValueError, match="NaN"):
-        block.inverse(x)
+    with pytest.raises(ValueError, match="FlowModel.forward received 1 non-finite"):
+        model.log_prob(x)
+    with pytest.raises(ValueError, match="FlowModel.inverse received 1 non-finite"):
+        model.inverse(x)

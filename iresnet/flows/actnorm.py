@@ -36,6 +36,13 @@ class ActNorm(Flow):
     def _forget_initialized(module: ActNorm, incompatible_keys: object) -> None:
         module._seen_initialized = False
 
+    def _initialized_once(self) -> bool:
+        """The ``initialized`` buffer, read on the host only until it is seen set (a graph break
+        under ``torch.compile`` the first time)."""
+        if not self._seen_initialized:
+            self._seen_initialized = bool(self.initialized)
+        return self._seen_initialized
+
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
 
@@ -61,9 +68,8 @@ class ActNorm(Flow):
                 f"ActNorm({self.bias.numel()}) expects (B, {self.bias.numel()}) or "
                 f"(B, {self.bias.numel()}, H, W) input, got shape {tuple(x.shape)}."
             )
-        if self.training and not self._seen_initialized:
-            if not self.initialized:
-                self._initialize(x)
+        if self.training and not self._initialized_once():
+            self._initialize(x)
             self._seen_initialized = True
         y = (x + self._view(self.bias, x)) * self._view(self.log_scale, x).exp()
         spatial = x[0, 0].numel()
@@ -71,7 +77,8 @@ class ActNorm(Flow):
         return y, logdet
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
-        if not torch.compiler.is_compiling() and not self.initialized:
+        # A traced inverse (torch.compile, torch.export) is of a model that has run or been loaded.
+        if not torch.compiler.is_compiling() and not self._initialized_once():
             raise RuntimeError(
                 "ActNorm.inverse called before initialization; run a training-mode forward pass "
                 "on a data batch first (or load a trained checkpoint)."

@@ -48,7 +48,8 @@ class ResidualBlock(Flow):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         context = context if self.conditional else None
         gx, logdet = self.logdet(self.net, x, training=self.training, context=context)
-        self.last_logdet, self.last_n_terms = logdet.detach(), getattr(self.logdet, "last_n_terms", None)
+        if not torch.compiler.is_exporting():  # an exported program keeps no Python-side state
+            self.last_logdet, self.last_n_terms = logdet.detach(), getattr(self.logdet, "last_n_terms", None)
         return x + gx, logdet
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
