@@ -69,16 +69,28 @@ def vjp(out: Tensor, x: Tensor, u: Tensor, create_graph: bool) -> Tensor:
     return rows
 
 
-def traced_products(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-    """``fn(x)`` and the map ``u: (P, B, ...) -> (P, B, ...)`` that multiplies every ``u[p]`` by the
-    per-sample Jacobian ``J`` of ``fn`` at ``x``, for a graph that ``torch.compile`` or
+def traced_products(
+    net: Callable[..., Tensor], x: Tensor, context: Tensor | None = None
+) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """``net(x)`` (``net(x, context)``) and the map ``u: (P, B, ...) -> (P, B, ...)`` that multiplies
+    every ``u[p]`` by the per-sample Jacobian ``J`` in ``x``, for a graph that ``torch.compile`` or
     ``torch.export`` captures (:func:`vjp` calls ``torch.autograd.grad``, which neither traces).
 
     Under ``torch.compile`` the products are VJPs, ``u J`` (``torch.func.vjp``); ``torch.export``
     captures forward-mode products only, so there they are JVPs, ``J u`` (``torch.func.jvp``).
     Traces ``v^T J^k v`` and determinants are the same either way. The results are
-    differentiable by the enclosing autograd (w.r.t. ``x`` and the parameters ``fn`` uses).
+    differentiable by the enclosing autograd (w.r.t. ``x`` and the parameters ``net`` uses).
+
+    A function transform cannot update buffers, so the parametrizations' training-mode updates
+    (spectral normalization's power iteration) run first, on their own, and ``net`` then runs
+    with them frozen: the same weights as one eager training-mode call.
     """
+    update_parametrizations(net)
+
+    def fn(v: Tensor) -> Tensor:
+        with frozen_parametrizations(net):
+            return call_net(net, v, context)
+
     if torch.compiler.is_exporting():
 
         def forward_products(u: Tensor) -> Tensor:
@@ -87,6 +99,17 @@ def traced_products(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, 
         return fn(x), forward_products
     out, pullback = torch.func.vjp(fn, x)
     return out, lambda u: torch.stack([pullback(row)[0] for row in u])
+
+
+def update_parametrizations(net: Callable[..., Tensor]) -> None:
+    """Evaluate every parametrized tensor of ``net`` once, without a graph, for the side effects
+    its parametrizations have in training mode (in eval mode a traced graph drops the unused values)."""
+    modules = net.modules() if isinstance(net, nn.Module) else ()
+    with torch.no_grad():
+        for module in modules:
+            if hasattr(module, "parametrizations"):
+                for name in module.parametrizations:
+                    getattr(module, name)
 
 
 def batch_dot(u: Tensor, v: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ def _jacobian_logdet(
     with a context, ``fn(x, context)`` and its Jacobian in ``x``."""
     if torch.compiler.is_compiling():
         # The Jacobian's rows (or, under torch.export, its columns: the same determinant).
-        out, product = traced_products(lambda v: call_net(fn, v, context), x)
+        out, product = traced_products(fn, x, context)
         _check_square(x, out)
         jac = product(_basis(out)).flatten(2).transpose(0, 1)
         return out, _logabsdet(jac, add_identity)

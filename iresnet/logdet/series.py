@@ -111,7 +111,7 @@ def traced_series_logdet(
     """``(g(x), logdet)`` as :func:`series_logdet` and :func:`with_gradient_of` give them, from
     the products of :func:`~iresnet.logdet._autograd.traced_products`: what ``torch.compile``
     and ``torch.export`` capture in one graph. Shapes as in :func:`series_terms`."""
-    g, product = traced_products(lambda v: call_net(net, v, context), x)
+    g, product = traced_products(net, x, context)
     neumann = grad == "neumann"
     row, neumann_row, value = probes, 0.0, 0.0
     for k, c in enumerate(coeffs, start=1):
