@@ -2,6 +2,7 @@
 
 from iresnet.models.base import FlowModel
 from iresnet.models.dequantization import VariationalDequantizer
+from iresnet.models.export import export_model
 from iresnet.models.priors import (
     ClassConditionalGaussian, ConditionalGaussian, DiagonalGaussian, DistributionPrior, StandardNormal,
 )  # fmt: skip
@@ -19,4 +20,5 @@ __all__ = [
     "StandardNormal",
     "ToyFlow",
     "VariationalDequantizer",
+    "export_model",
 ]

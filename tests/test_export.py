@@ -1,0 +1,145 @@
+"""``torch.export`` of the models: the forward, the fixed-iteration solvers, the inverse, and
+``iresnet-export``, each against eager."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from iresnet.cli.export import export
+from iresnet.inverse import AndersonInverse, FixedPointInverse
+from iresnet.logdet import PowerSeriesLogDet, RouletteLogDet
+from iresnet.models import ResidualFlow, ToyFlow, export_model
+
+from test_logdet_nets import contractive_mlp
+
+needs_ops = pytest.mark.xfail(
+    importlib.util.find_spec("iresnet.ops.engine") is not None, reason="needs ops branch", strict=False
+)
+SOLVERS = [FixedPointInverse, AndersonInverse]
+
+
+class Solve(nn.Module):
+    def __init__(self, net: nn.Module, solver) -> None:
+        super().__init__()
+        self.net, self.solver = net, solver
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.solver(self.net, y)[0]
+
+
+class CountingNet(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.net(x)
+
+
+@pytest.mark.parametrize("solver_cls", SOLVERS)
+def test_fixed_iteration_solver_takes_exactly_max_iter_steps(solver_cls):
+    net = CountingNet(contractive_mlp(3, 0.99))
+    y = torch.randn(5, 3)
+    x, stats = solver_cls(max_iter=4, atol=0, rtol=0)(net, y)  # far from converged, and no error
+    assert net.calls == 4 and stats.iterations == 4 and math.isnan(stats.residual)
+    if solver_cls is FixedPointInverse:
+        expected = y
+        for _ in range(4):
+            expected = y - net.net(expected)
+        torch.testing.assert_close(x, expected)
+
+
+@pytest.mark.parametrize("solver_cls", SOLVERS)
+def test_fixed_iteration_solver_exports(solver_cls):
+    torch.manual_seed(0)
+    net = contractive_mlp(3, 0.5)
+    y = torch.randn(5, 3)
+    program = torch.export.export(Solve(net, solver_cls(max_iter=30, atol=0, rtol=0)), (y,))
+    x = program.module()(y)
+    torch.testing.assert_close(x + net(x), y, atol=1e-5, rtol=0)
+
+
+def toy(**kwargs) -> ToyFlow:
+    torch.manual_seed(0)
+    return ToyFlow(n_blocks=2, hidden=16, hidden_layers=1, activation="elu", **kwargs).eval()
+
+
+def test_toy_forward_exports_and_equals_eager():
+    model = toy()  # exact log-dets
+    x = torch.randn(8, 2)
+    z, logdet = torch.export.export(model, (x,)).module()(x)
+    z_eager, logdet_eager = model(x)
+    torch.testing.assert_close(z, z_eager, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logdet, logdet_eager, atol=1e-5, rtol=0)
+
+
+def test_toy_exported_inverse_round_trips(tmp_path):
+    model = toy(inverse=FixedPointInverse(max_iter=40, atol=0, rtol=0))
+    x = torch.randn(8, 2)
+    z, _ = model(x)
+    program = export_model(model, "sample", z)
+    torch.export.save(program, tmp_path / "sample.pt2")
+    loaded = torch.export.load(tmp_path / "sample.pt2").module()
+    assert (loaded(z) - x).abs().max() < 1e-4
+
+
+def test_export_refuses_a_drawn_number_of_terms_or_a_stopping_rule():
+    with pytest.raises(ValueError, match="roulette.*PowerSeriesLogDet"):
+        export_model(toy(logdet=RouletteLogDet()), "log_prob", torch.randn(4, 2))
+    with pytest.raises(ValueError, match="atol=0, rtol=0"):
+        export_model(toy(), "sample", torch.randn(4, 2))
+
+
+def tiny_image_flow(**kwargs) -> tuple[ResidualFlow, torch.Tensor]:
+    torch.manual_seed(0)
+    model = ResidualFlow(input_shape=(1, 8, 8), n_blocks=(1, 1), hidden_channels=8, fc_blocks=1, fc_hidden=8,
+                         coeff=0.9, **kwargs)  # fmt: skip
+    x = torch.rand(4, 1, 8, 8)
+    model.train()
+    model.log_prob(x)  # initializes ActNorm
+    return model.eval(), x
+
+
+@pytest.mark.slow
+@needs_ops
+def test_image_flow_forward_and_inverse_export():
+    model, x = tiny_image_flow(logdet=PowerSeriesLogDet(n_terms=3), inverse=FixedPointInverse(max_iter=60, atol=0, rtol=0))
+    program = torch.export.export(model, (x,)).module()
+    torch.manual_seed(1)
+    z, logdet = program(x)
+    torch.manual_seed(1)  # the program draws the same probes from the global generator
+    z_eager, logdet_eager = model(x)
+    torch.testing.assert_close(z, z_eager, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logdet, logdet_eager, atol=1e-5, rtol=1e-5)
+    decoded = export_model(model, "sample", z_eager).module()(z_eager)
+    assert (decoded - x).abs().max() < 1e-3
+
+
+def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_path):
+    """iresnet-export of a toy checkpoint: log_prob with the exact log-det, and sample."""
+    from iresnet.cli.train import train
+
+    train(compose_config("train", ["experiment=toy2d", "model.n_blocks=2", "model.hidden=16", "model.hidden_layers=1",
+                                   "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                                   "trainer.limit_test_batches=1", "callbacks.sample_grid.n=16"]))  # fmt: skip
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "lp.pt2"
+    export(compose_config("export", [f"ckpt_path={ckpt}", "what=log_prob", "batch_size=4", f"out={out}",
+                                     "logdet={_target_:iresnet.logdet.ExactLogDet}"]))  # fmt: skip
+    from iresnet.training.checkpoint import load_module
+
+    model = load_module(ckpt).prepare_eval_model()
+    x = torch.randn(4, 2)
+    torch.testing.assert_close(torch.export.load(out).module()(x), model.log_prob(x), atol=1e-5, rtol=1e-5)
+    out = tmp_path / "sample.pt2"
+    export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", "batch_size=4", "max_iter=60", f"out={out}"]))
+    z, _ = model(x)
+    assert (torch.export.load(out).module()(z) - x).abs().max() < 1e-4
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", f"out={out}"]))
