@@ -125,7 +125,7 @@ def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_p
     """iresnet-export of a toy checkpoint: log_prob with the exact log-det, and sample."""
     from iresnet.cli.train import train
 
-    train(compose_config("train", ["experiment=toy2d", "model.n_blocks=2", "model.hidden=16", "model.hidden_layers=1",
+    train(compose_config("train", ["experiment=toy2d", "model.n_blocks=2", "model.hidden=16", "model.hidden_layers=1", "model.activation=elu",
                                    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                                    "trainer.limit_test_batches=1", "callbacks.sample_grid.n=16"]))  # fmt: skip
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -102,12 +102,12 @@ def traced_products(
 
 
 def update_parametrizations(net: Callable[..., Tensor]) -> None:
-    """Evaluate every parametrized tensor of ``net`` once, without a graph, for the side effects
-    its parametrizations have in training mode (in eval mode a traced graph drops the unused values)."""
+    """Evaluate every parametrized tensor of ``net``'s modules in training mode once, without a
+    graph, for the side effects their parametrizations have then; nothing in eval mode."""
     modules = net.modules() if isinstance(net, nn.Module) else ()
-    with torch.no_grad():
-        for module in modules:
-            if hasattr(module, "parametrizations"):
+    for module in modules:
+        if hasattr(module, "parametrizations") and module.training:
+            with torch.no_grad():
                 for name in module.parametrizations:
                     getattr(module, name)
 
