@@ -8,6 +8,7 @@ checks the capture itself in seconds; the ``slow`` tier runs Inductor.
 from __future__ import annotations
 
 import copy
+import math
 import importlib.util
 
 import pytest
@@ -182,3 +183,21 @@ def test_residual_flow_compiled_training_step_has_finite_gradients(preset):
     for _ in range(2):
         grads = gradients(model, step, x, context)
         assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.slow
+def test_train_and_eval_commands_compile(compose_config, tmp_path, capsys):
+    from iresnet.cli.eval import evaluate
+    from iresnet.cli.train import train
+
+    overrides = ["experiment=toy2d", "model.n_blocks=2", "model.hidden=16", "model.hidden_layers=1", "model.activation=elu",
+                 "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+                 "trainer.limit_test_batches=1", "callbacks.sample_grid.n=16", "compile=true"]  # fmt: skip
+    metrics = train(compose_config("train", overrides))
+    assert math.isfinite(metrics["test/nll"]) and "compiled" in capsys.readouterr().out
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    compiled, eager = (
+        evaluate(compose_config("eval", [f"ckpt_path={ckpt}", f"out={tmp_path / f'{c}.json'}", f"compile={c}"]))
+        for c in ("true", "false")
+    )
+    assert compiled["mean"] == pytest.approx(eager["mean"], rel=1e-4)

@@ -182,3 +182,20 @@ def require_converged(model: nn.Module) -> None:
                 "val/bounds_below_one is 1.",
                 stats,
             )
+
+
+def compile_models(*models: nn.Module) -> None:
+    """``torch.compile`` each model's forward in place (``nn.Module.compile``: checkpoints keep their
+    keys). Estimators graph-break where they must run eagerly (the roulette's draw, the
+    memory-efficient backward); each number of terms drawn is a graph of its own, up to
+    ``torch._dynamo.config.recompile_limit``, past which new ones run eagerly."""
+    for model in models:
+        model.compile()
+
+
+def compile_summary() -> str:
+    """What ``torch.compile`` did in this process: graphs captured and graph breaks."""
+    counters = torch._dynamo.utils.counters
+    breaks = sum(counters["graph_break"].values())
+    return f"compiled {counters['stats']['unique_graphs']} graphs, {breaks} graph breaks"
+

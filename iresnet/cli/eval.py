@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader
 
-from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, writable_output
+from iresnet.cli.common import (
+    checkpoint_datamodule, class_labels, compile_models, compile_summary, hydra_command, writable_output,
+)  # fmt: skip
 from iresnet.cli.images import image_shape, read_images
 from iresnet.data import DequantizeCollate, Split, to_unit_interval
 from iresnet.data.base import TensorBatches
@@ -80,6 +82,8 @@ def evaluate(cfg: DictConfig) -> dict:
         split, data = cfg.split, {"datamodule": datamodule}
     if cfg.get("logdet"):
         module.eval_model.set_logdet_estimator(instantiate(cfg.logdet))
+    if cfg.get("compile"):
+        compile_models(module.eval_model)
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[RichProgressBar()], enable_checkpointing=False
     )
@@ -104,6 +108,8 @@ def evaluate(cfg: DictConfig) -> dict:
     accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
     print(f"{split} {module.metric}{given}: {result['mean']:.4f} ± {result['se']:.4f}{accuracy} "
           f"({result['n']} images, {seconds:.1f} s)")
+    if cfg.get("compile"):
+        print(compile_summary())
     result["importance_samples"] = k
     if k > 1:
         if module.hparams.n_bits is None:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger
 
-from iresnet.cli.common import hydra_command
+from iresnet.cli.common import compile_models, compile_summary, hydra_command
 from iresnet.cli.rundir import join_log, remove_stale_temporary_files, set_log_aside
 from iresnet.training import FlowLightningModule
 from iresnet.training.checkpoint import CheckpointError, resumable_checkpoint
@@ -137,6 +137,8 @@ def train(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, loggers)
     if trainer.is_global_zero:
         print(f"run directory: {run_dir}" + (f" (resuming from step {resumed_step})" if ckpt_path else ""))
+    if cfg.get("compile"):
+        compile_models(module.model, module.eval_model)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     name = module.metric
@@ -149,6 +151,8 @@ def train(cfg: DictConfig) -> dict:
                   f"{metrics[f'test/{name}']:.4f} ± {metrics[f'test/{name}_se']:.4f}{accuracy}")
         elif trainer.is_global_zero:
             print(f"no test was run: the trainer took no test batches (trainer.limit_test_batches={trainer.limit_test_batches})")
+    if cfg.get("compile") and trainer.is_global_zero:
+        print(compile_summary())
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         for log_dir in _csv_dirs(trainer.loggers):
