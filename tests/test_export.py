@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +145,18 @@ def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_p
     assert (torch.export.load(out).module()(z) - x).abs().max() < 1e-4
     with pytest.raises(FileExistsError, match="overwrite=true"):
         export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", f"out={out}"]))
+
+
+def test_docs_compile_and_export_section_runs(tmp_path, monkeypatch, capsys):
+    """docs/api.md's "Compile and export" examples run as written, in order."""
+    section = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text().split("## Compile and export", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, "docs/api.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "finite gradients: True" in out
+    assert float(re.search(r"round trip: ([0-9.e-]+)", out).group(1)) < 1e-4
+    assert (tmp_path / "log_prob.pt2").is_file()
