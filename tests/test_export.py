@@ -160,3 +160,41 @@ def test_docs_compile_and_export_section_runs(tmp_path, monkeypatch, capsys):
     assert "finite gradients: True" in out
     assert float(re.search(r"round trip: ([0-9.e-]+)", out).group(1)) < 1e-4
     assert (tmp_path / "log_prob.pt2").is_file()
+
+
+@pytest.mark.slow
+@needs_ops
+def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path):
+    """An image checkpoint: the exported log_prob gives iresnet-eval's bits/dim on the same images
+    (the same series estimator; its probes are the only difference), the exported inverse
+    iresnet-invert's reconstructions."""
+    from iresnet.cli.eval import draws_of, evaluate, images_split
+    from iresnet.cli.invert import invert
+    from iresnet.cli.train import train
+    from iresnet.metrics import bits_per_dim
+    from iresnet.training.checkpoint import load_module
+    from test_cli import TINY_TRAIN
+
+    train(compose_config("train", [*TINY_TRAIN, "test=false"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module = load_module(ckpt)
+    images = tmp_path / "images.pt"
+    torch.save((torch.rand(16, 1, 28, 28) * 255).to(torch.uint8), images)
+    series = "{_target_:iresnet.logdet.PowerSeriesLogDet,n_terms:10,n_probes:4}"
+    common = [f"ckpt_path={ckpt}", f"images={images}", "batch_size=16"]
+    eval_cfg = compose_config("eval", [*common, f"out={tmp_path / 'eval.json'}", f"logdet={series}"])
+    result = evaluate(eval_cfg)
+    export(compose_config("export", [f"ckpt_path={ckpt}", "batch_size=16", f"logdet={series}", f"out={tmp_path / 'lp.pt2'}"]))
+    log_prob = torch.export.load(tmp_path / "lp.pt2").module()
+    ((x, _),) = list(draws_of(images_split(eval_cfg, module), module.hparams.n_bits, eval_cfg.seed, 16)(0))
+    bpd = bits_per_dim(log_prob(x), x[0].numel(), n_bins=2**module.hparams.n_bits)
+    assert float(bpd.mean()) == pytest.approx(result["mean"], abs=result["se"])
+
+    error = invert(compose_config("invert", [*common, "n=16", f"out={tmp_path / 'recon.png'}"]))
+    export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", "batch_size=16", "max_iter=200",
+                                     f"out={tmp_path / 'sample.pt2'}"]))  # fmt: skip
+    model = module.prepare_eval_model()
+    with torch.no_grad():
+        z, _ = model(x)
+    decoded = torch.export.load(tmp_path / "sample.pt2").module()(z)
+    assert error < 1e-3 and (decoded - x).abs().max() < 1e-3

@@ -31,12 +31,8 @@ def requires_graph(fn: Callable[..., Tensor], x: Tensor, context: Tensor | None 
 
 @contextmanager
 def graph_scope() -> Iterator[None]:
-    """Record autograd graphs even inside ``no_grad`` or ``inference_mode`` callers.
-
-    A compiled caller cannot be in inference mode (``torch.compile`` traces no inference tensors),
-    so while tracing only grad mode is switched on.
-    """
-    with nullcontext() if torch.compiler.is_compiling() else torch.inference_mode(False), torch.enable_grad():
+    """Record autograd graphs even inside ``no_grad`` or ``inference_mode`` callers."""
+    with torch.inference_mode(False), torch.enable_grad():
         yield
 
 
@@ -48,7 +44,7 @@ def tracked_input(x: Tensor, keep_graph: bool) -> Tensor:
     if keep_graph and x.requires_grad:
         return x
     leaf = x.detach()
-    if not torch.compiler.is_compiling() and leaf.is_inference():
+    if leaf.is_inference():
         leaf = leaf.clone()
     return leaf.requires_grad_(True)
 
