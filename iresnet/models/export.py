@@ -15,29 +15,22 @@ from torch.export import ExportedProgram, export
 from iresnet.logdet import RouletteLogDet
 from iresnet.models.base import FlowModel
 
-WHATS = ("log_prob", "sample")
+# What can be exported, and the model's method that computes it: log p(x) from images (or points),
+# or samples from prior codes (the inverse of the flow).
+METHODS = {"log_prob": "log_prob", "sample": "inverse"}
+WHATS = tuple(METHODS)
 
 
-class LogProb(nn.Module):
-    """``x: (B, ...)`` (and ``context``) -> ``model.log_prob(x, context): (B,)``."""
+class ModelMethod(nn.Module):
+    """A method of ``model`` as a module's forward: ``(inputs, context=None) -> model.<method>(inputs,
+    context)``; ``log_prob``: ``x: (B, ...) -> (B,)``, ``inverse``: ``z: (B, D) -> x``."""
 
-    def __init__(self, model: FlowModel) -> None:
+    def __init__(self, model: FlowModel, method: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.model.log_prob(x, context)
-
-
-class Decoder(nn.Module):
-    """``z: (B, D)`` (and ``context``) -> ``x = model.inverse(z, context)``: prior draws to samples."""
-
-    def __init__(self, model: FlowModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.model.inverse(z, context)
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        return getattr(self.model, self.method)(inputs, context)
 
 
 def check_exportable(model: FlowModel, what: str) -> None:
@@ -70,5 +63,5 @@ def export_model(model: FlowModel, what: str, example: Tensor, context: Tensor |
     check_exportable(model, what)
     if model.training:
         raise ValueError("export a model in eval mode: call model.eval() first.")
-    wrapper = LogProb(model) if what == "log_prob" else Decoder(model)
+    wrapper = ModelMethod(model, METHODS[what])
     return export(wrapper, (example,) if context is None else (example, context))
