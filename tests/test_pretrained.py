@@ -15,7 +15,7 @@ from iresnet.cli.invert import invert
 from iresnet.cli.sample import sample
 from iresnet.cli.eval import draws_of
 from iresnet.data import DatasetNotFoundError, FashionMNISTDataModule, Mnist5kDataModule, Split, to_unit_interval
-from iresnet.data.fashion_subset import SUBSET_DIR, FashionMNISTSubsetDataModule
+from iresnet.data.fashion_subset import SUBSET_DIR, FashionMNISTSubsetDataModule, fashion_mnist_or_subset
 from iresnet.pretrained_models import FORMAT, NAMES, card, load_pretrained_module, pretrained_path
 from iresnet.training.likelihood import per_image_scores
 from reliability import assert_user_error, call_main
@@ -130,3 +130,14 @@ def test_eval_per_image_keyed_by_dataset_index(compose_config, tmp_path):
     ]))  # fmt: skip
     rows = list(csv.DictReader(table.open()))
     assert [r["index"] for r in rows] == ["0", "1", "2", "3"]
+
+
+def test_fashion_model_falls_back_to_the_shipped_subset(tmp_path, monkeypatch, caplog):
+    """Without Fashion-MNIST on the machine, the fashion_mnist model's data is the shipped subset."""
+    monkeypatch.setattr("iresnet.data.mnist.DEBIAN_FASHION_MNIST_DIR", tmp_path / "absent")
+    data = load_pretrained_module("fashion_mnist").hparams.data
+    assert data["_target_"] == "iresnet.data.fashion_subset.fashion_mnist_or_subset"
+    datamodule = fashion_mnist_or_subset(**{**{k: v for k, v in data.items() if k != "_target_"}, "root": str(tmp_path)})
+    assert isinstance(datamodule, FashionMNISTSubsetDataModule)
+    assert "Fashion-MNIST not found" in caplog.text
+    assert len(datamodule.split("test").labels) == 1000
