@@ -181,8 +181,8 @@ def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path):
     images = tmp_path / "images.pt"
     torch.save((torch.rand(16, 1, 28, 28) * 255).to(torch.uint8), images)
     series = "{_target_:iresnet.logdet.PowerSeriesLogDet,n_terms:10,n_probes:4}"
-    common = [f"ckpt_path={ckpt}", f"images={images}", "batch_size=16"]
-    eval_cfg = compose_config("eval", [*common, f"out={tmp_path / 'eval.json'}", f"logdet={series}"])
+    common = [f"ckpt_path={ckpt}", f"images={images}"]
+    eval_cfg = compose_config("eval", [*common, "batch_size=16", f"out={tmp_path / 'eval.json'}", f"logdet={series}"])
     result = evaluate(eval_cfg)
     export(compose_config("export", [f"ckpt_path={ckpt}", "batch_size=16", f"logdet={series}", f"out={tmp_path / 'lp.pt2'}"]))
     log_prob = torch.export.load(tmp_path / "lp.pt2").module()
