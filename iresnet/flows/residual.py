@@ -32,7 +32,8 @@ class ResidualBlock(Flow):
 
     After each call the block keeps its own statistics: ``last_logdet`` (detached ``(B,)``) and
     ``last_n_terms`` (series terms of that estimate, None for exact ones) after ``forward``,
-    ``last_inverse_stats`` after ``inverse`` (estimators and solvers may be shared by blocks).
+    ``last_inverse_stats`` after ``inverse`` (estimators and solvers may be shared by blocks); an
+    exported program keeps none.
     """
 
     def __init__(self, net: nn.Module, logdet=None, inverse=None) -> None:

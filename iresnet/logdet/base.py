@@ -42,6 +42,11 @@ class SeriesLogDet(ABC):
 
     After each call, ``last_n_terms`` (int) and ``last_logdet`` (detached ``(B,)``) hold the
     draw's statistics, e.g. to log the estimator's moments.
+
+    While ``torch.compile`` or ``torch.export`` traces, the products come from ``torch.func``
+    (:func:`~iresnet.logdet.series.traced_series_logdet`), so the estimate is part of the
+    captured graph; the memory-efficient path, whose backward rebuilds graphs itself, runs
+    eagerly inside a compiled caller.
     """
 
     def __init__(
