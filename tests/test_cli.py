@@ -122,9 +122,6 @@ def test_plain_install_finds_its_configs_from_any_directory(tmp_path):
     )  # fmt: skip
     assert (target / "iresnet" / "configs" / "train.yaml").is_file()
     assert (target / "iresnet" / "configs" / "model" / "logdet" / "roulette.yaml").is_file()
-    assert {p.name for p in (target / "iresnet" / "ops").glob("*.cpp")} == {
-        p.name for p in (repo / "iresnet" / "ops").glob("*.cpp")
-    } != set()  # the C++ sources compile at first use, so they ship
     rooms = {p.parent.relative_to(repo) for p in (repo / "iresnet").glob("*/__init__.py")}
     assert all((target / room / "__init__.py").is_file() for room in rooms), "a room is missing from pyproject"
     env = {**os.environ, "PYTHONPATH": str(target)}

@@ -109,8 +109,7 @@ def test_batched_vector_jacobian_products_match_one_row_at_a_time(channels, chan
     torch.testing.assert_close(vjp(out, x, rows, create_graph=False), looped)
 
 
-def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
-    """A VJP w.r.t. the input must not compute the weight gradient (the estimators take many)."""
+def test_backward_computes_only_the_gradients_of_inputs_that_require_them(monkeypatch):
     calls = []
     original = torch.ops.aten.convolution_backward
 
@@ -122,10 +121,24 @@ def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
     monkeypatch.setattr(torch.ops.aten, "convolution_backward", Spy())
     conv = spectral_norm(Conv2d(2, 3, 3, padding=1), 0.9, input_shape=(2, 5, 5))
     x = torch.randn(4, 2, 5, 5, requires_grad=True)
+    conv.requires_grad_(False)  # frozen weights: the input's gradient only
     out = conv(x)
     calls.clear()  # the spectral norm's power iteration applies the adjoint in the forward pass
     torch.autograd.grad(out.sum(), x)
     assert calls == [[True, False, False]]
+    conv.requires_grad_(True)  # a constant input: the weight's gradient only
+    out = conv(x.detach())
+    calls.clear()
+    torch.autograd.grad(out.sum(), conv.parametrizations.weight.original)
+    assert calls == [[False, True, False]]
+
+
+def test_one_channel_path_is_for_cpu_tensors_only():
+    from iresnet.ops.conv import _one_channel
+
+    conf = ((1, 1), (1, 1), (1, 1))
+    assert _one_channel(torch.empty(1, 4, 3, 3), conf)
+    assert not _one_channel(torch.empty(1, 4, 3, 3, device="meta"), conf)  # elsewhere F.conv2d
 
 
 def test_residual_flow_gradients_match_plain_convolutions(monkeypatch):
