@@ -144,21 +144,74 @@ def conv_weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) -
     return flipped.permute(0, 3, 1, 2).flip(-2, -1)
 
 
-class _Conv2dFunction(torch.autograd.Function):
+class _Convolution(torch.autograd.Function):
+    """``conv(x, W, b)`` of ``operands``, whose output gradient goes on, unchanged, to the two
+    taps: :class:`_InputGradient` and :class:`_ParameterGradients`.
+
+    Each tap is an autograd node of its own with edges only to what it differentiates, so
+    autograd runs it only when those gradients are wanted: the many products w.r.t. the input
+    alone that the log-det estimators take skip the weight gradient, and a backward pass to the
+    weights alone skips the input's. The tensors a tap does not differentiate come in a tuple,
+    saved rather than inputs, so the gradients it gives stay differentiable w.r.t. them.
+    """
+
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.conf = conf
+    def forward(ctx: Any, input_tap: Tensor, parameter_tap: Tensor, operands: tuple, conf: tuple) -> Tensor:
+        x, weight, bias = operands
         return conv_forward(x, weight, bias, conf)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor):
+        return grad_out, grad_out, None, None
+
+
+def _zero_output(x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
+    """A zero of ``conv(x, weight)``'s shape ``(B, C_out, H_out, W_out)``, without memory."""
+    stride, padding, dilation = conf
+    spatial = [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(x.shape[-2:], weight.shape[-2:], stride, padding, dilation)
+    ]
+    return weight.new_zeros(()).expand(x.shape[0], weight.shape[0], *spatial)
+
+
+class _InputGradient(torch.autograd.Function):
+    """A tap of :class:`_Convolution`: its backward is the input's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, saved: tuple[Tensor], conf: tuple) -> Tensor:
+        (weight,) = saved
+        ctx.save_for_backward(x, weight)
+        ctx.conf = conf
+        return _zero_output(x, weight, conf)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:3])
-        # A node for the second derivative only when this backward pass builds a graph.
-        first_order = _Conv2dBackward.apply if torch.is_grad_enabled() else _conv_grads
-        grads = first_order(grad_out, x, weight, ctx.conf, mask)
-        return (*grads, None)
+        return _first_order(grad_out, x, weight, ctx.conf, [True, False, False])[0], None, None
+
+
+class _ParameterGradients(torch.autograd.Function):
+    """A tap of :class:`_Convolution`: its backward is the weight's and the bias's gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, bias: Tensor | None, saved: tuple[Tensor], conf: tuple) -> Tensor:
+        (x,) = saved
+        ctx.save_for_backward(x, weight)
+        ctx.conf = conf
+        return _zero_output(x, weight, conf)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        _, grad_w, grad_b = _first_order(grad_out, x, weight, ctx.conf, [False, *ctx.needs_input_grad[:2]])
+        return grad_w, grad_b, None, None
+
+
+def _first_order(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
+    """:func:`_conv_grads`, with a node for the second derivative only when this backward pass
+    builds a graph."""
+    return (_Conv2dBackward.apply if torch.is_grad_enabled() else _conv_grads)(grad_out, x, weight, conf, mask)
 
 
 def _conv_grads(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
@@ -217,4 +270,7 @@ class Conv2d(nn.Conv2d):
             )
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return _Conv2dFunction.apply(x, weight, bias, (self.stride, self.padding, self.dilation))
+        conf = (self.stride, self.padding, self.dilation)
+        input_tap = _InputGradient.apply(x, (weight,), conf)
+        parameter_tap = _ParameterGradients.apply(weight, bias, (x,), conf)
+        return _Convolution.apply(input_tap, parameter_tap, (x, weight, bias), conf)
