@@ -26,7 +26,12 @@ weight gradient and a 1x1 convolution with k*k output channels for the other two
 one copy of the padded map's k x k windows (:func:`_unfold`) and the fold one ``index_add`` of
 the taps into the padded output (:func:`_fold`), rather than ATen's ``im2col``/``col2im``, which
 loop over the batch one sample at a time. Other devices and cases use ``F.conv2d``.
+
+The input's and the parameters' first derivatives are autograd nodes of their own
+(:class:`_Convolution`), so the log-det estimators' products w.r.t. the input skip the weight
+gradient by autograd's own pruning.
 """
+
 from __future__ import annotations
 
 import functools
@@ -271,6 +276,8 @@ class Conv2d(nn.Conv2d):
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         conf = (self.stride, self.padding, self.dilation)
+        if not torch.is_grad_enabled():  # e.g. fixed-point inversion: nothing to differentiate
+            return conv_forward(x, weight, bias, conf)
         input_tap = _InputGradient.apply(x, (weight,), conf)
         parameter_tap = _ParameterGradients.apply(weight, bias, (x,), conf)
         return _Convolution.apply(input_tap, parameter_tap, (x, weight, bias), conf)
