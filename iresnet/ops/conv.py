@@ -170,8 +170,11 @@ class _Convolution(torch.autograd.Function):
         return grad_out, grad_out, None, None
 
 
-def _zero_output(x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
-    """A zero of ``conv(x, weight)``'s shape ``(B, C_out, H_out, W_out)``, without memory."""
+def _tap_forward(ctx: Any, x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
+    """A tap's forward: saves ``(x, weight)`` and returns a zero of ``conv(x, weight)``'s shape
+    ``(B, C_out, H_out, W_out)``, without memory."""
+    ctx.save_for_backward(x, weight)
+    ctx.conf = conf
     stride, padding, dilation = conf
     spatial = [
         (n + 2 * p - d * (k - 1) - 1) // s + 1
@@ -185,10 +188,7 @@ class _InputGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, saved: tuple[Tensor], conf: tuple) -> Tensor:
-        (weight,) = saved
-        ctx.save_for_backward(x, weight)
-        ctx.conf = conf
-        return _zero_output(x, weight, conf)
+        return _tap_forward(ctx, x, *saved, conf)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor):
@@ -201,10 +201,7 @@ class _ParameterGradients(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, weight: Tensor, bias: Tensor | None, saved: tuple[Tensor], conf: tuple) -> Tensor:
-        (x,) = saved
-        ctx.save_for_backward(x, weight)
-        ctx.conf = conf
-        return _zero_output(x, weight, conf)
+        return _tap_forward(ctx, *saved, weight, conf)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor):
