@@ -1,8 +1,8 @@
 """LipSwish on the CPU: its PyTorch formula run eagerly against ``torch.compile`` of it.
 
 Usage: ``nice python scripts/lipswish_speed.py [--reps N] [--threads T]``; prints one JSON object.
-Two measurements on the third block of ``experiment=mnist5k_small`` (batch 64, 4x14x14 input,
-64 hidden channels, LipSwish first):
+Two measurements on the second residual block of ``experiment=mnist5k_small`` (batch 64,
+4x14x14 input, 64 hidden channels, LipSwish first):
 
 * ``op``: LipSwish alone on the block's hidden map ``(64, 64, 14, 14)`` channels-last, forward
   and first-order backward to ``x`` and ``beta``, eager and compiled;
@@ -29,7 +29,7 @@ from iresnet.ops.lipswish import lipswish
 
 
 def mnist5k_small_block() -> torch.nn.Module:
-    """The third residual block of the ``mnist5k_small`` model, in training mode."""
+    """The second residual block of the ``mnist5k_small`` model, in training mode."""
     configs = str(Path(__file__).resolve().parents[1] / "configs")
     with initialize_config_dir(config_dir=configs, version_base=None):
         cfg = compose("train", overrides=["experiment=mnist5k_small"])
