@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +167,19 @@ def test_residual_flow_gradients_match_plain_convolutions(monkeypatch):
 def test_unsupported_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="torch.nn.Conv2d"):
         Conv2d(2, 4, 3, **kwargs)
+
+
+@pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")), reason="compilation turned off")
+def test_compiles_with_fullgraph_and_equals_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(Conv2d(2, 4, 3, padding=1), torch.nn.SiLU(), Conv2d(4, 1, 3, padding=1)).eval()
+    compiled = torch.compile(module, fullgraph=True)
+    x = torch.randn(3, 2, 6, 6, requires_grad=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x))
+    out, eager = compiled(x), module(x)
+    torch.testing.assert_close(out, eager)
+    inputs = [x, *module.parameters()]
+    for a, b in zip(torch.autograd.grad(out.sum(), inputs), torch.autograd.grad(eager.sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -34,7 +34,6 @@ gradient by autograd's own pruning.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -76,7 +75,6 @@ def _unfold(x: Tensor, kh: int, kw: int) -> Tensor:
     return windows.permute(0, 3, 4, 1, 2).reshape(b, kh * kw, h * w)
 
 
-@functools.cache
 def _fold_targets(kh: int, kw: int, h: int, w: int, device: torch.device) -> Tensor:
     """Where :func:`_fold` adds each tap, in taps' memory order ``(pixel, tap)``: tap ``(i, j)`` of
     pixel ``(a, b)`` belongs to output pixel ``(a + i - kh // 2, b + j - kw // 2)``, which is
