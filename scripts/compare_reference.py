@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -124,6 +125,14 @@ def summary(record: dict, warmup_steps: int) -> dict:
     }
 
 
+def _load(average: list[float] | None) -> str:
+    return "–" if average is None else "/".join(f"{x:.1f}" for x in average)
+
+
+def _yes(flag: bool | None) -> str:
+    return "–" if flag is None else "yes" if flag else "no"
+
+
 def markdown(result: dict) -> str:
     """The comparison as a markdown table, headed by what was run where."""
     ref, ours, env = result["reference"], result["iresnet"], result["environment"]
@@ -144,10 +153,12 @@ def markdown(result: dict) -> str:
         f"# iresnet beside the reference: {result['protocol']}, batch {result['batch_size']}, {result['device']}",
         "",
         f"{env['device_name']}, {env['cpu_count']} CPUs, threads {ref['threads']} (reference) and {ours['threads']} "
-        f"(iresnet), torch {env['torch']}, iresnet {env['git']}, load average {env['load_average']}, {env['time']}. "
+        f"(iresnet), torch {env['torch']}, iresnet {env['git']}, load average {_load(env['load_average'])} before and "
+        f"{_load(env.get('load_average_after'))} after, {env['time']}. "
         f"{result['steps']} steps each; steady state: steps {result['warmup_steps'] + 1} to {result['steps']}.",
         "",
-        f"iresnet's run: `{' '.join(ours['command'])}`.",
+        f"iresnet's run (its C++ LipSwish operators: {_yes(env.get('native_lipswish'))}): "
+        f"`{' '.join(ours['command'])}`.",
         "",
         table(["", "reference", "iresnet", "iresnet / reference"], rows),
         "",
@@ -156,15 +167,16 @@ def markdown(result: dict) -> str:
 
 def compare(args: argparse.Namespace, workdir: Path) -> dict:
     """Runs the reference, then iresnet; returns the JSON result."""
+    # First: this also builds iresnet's C++ operators if their cache lacks them, so that no run times a build.
+    env = environment(torch.device(args.device))
     runs = {}
     for name, run in (("reference", run_reference), ("iresnet", run_iresnet)):
         print(f"{name}: {args.steps} steps of {args.protocol}, batch {args.batch_size}, {args.device}", file=sys.stderr)
         runs[name] = summary(run(args, workdir / name), args.warmup_steps)
+    env["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return {
         "protocol": args.protocol, "device": args.device, "batch_size": args.batch_size, "steps": args.steps,
-        "warmup_steps": args.warmup_steps, "seed": args.seed,
-        "environment": environment(torch.device(args.device)),
-        **runs,
+        "warmup_steps": args.warmup_steps, "seed": args.seed, "environment": env, **runs,
     }  # fmt: skip
 
 
