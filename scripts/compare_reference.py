@@ -129,10 +129,6 @@ def _load(average: list[float] | None) -> str:
     return "–" if average is None else "/".join(f"{x:.1f}" for x in average)
 
 
-def _yes(flag: bool | None) -> str:
-    return "–" if flag is None else "yes" if flag else "no"
-
-
 def markdown(result: dict) -> str:
     """The comparison as a markdown table, headed by what was run where."""
     ref, ours, env = result["reference"], result["iresnet"], result["environment"]
@@ -157,8 +153,7 @@ def markdown(result: dict) -> str:
         f"{_load(env.get('load_average_after'))} after, {env['time']}. "
         f"{result['steps']} steps each; steady state: steps {result['warmup_steps'] + 1} to {result['steps']}.",
         "",
-        f"iresnet's run (its C++ LipSwish operators: {_yes(env.get('native_lipswish'))}): "
-        f"`{' '.join(ours['command'])}`.",
+        f"iresnet's run: `{' '.join(ours['command'])}`.",
         "",
         table(["", "reference", "iresnet", "iresnet / reference"], rows),
         "",
@@ -167,7 +162,6 @@ def markdown(result: dict) -> str:
 
 def compare(args: argparse.Namespace, workdir: Path) -> dict:
     """Runs the reference, then iresnet; returns the JSON result."""
-    # First: this also builds iresnet's C++ operators if their cache lacks them, so that no run times a build.
     env = environment(torch.device(args.device))
     runs = {}
     for name, run in (("reference", run_reference), ("iresnet", run_iresnet)):
