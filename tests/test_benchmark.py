@@ -30,7 +30,8 @@ def test_protocol_config_is_the_protocol(compose_config):
     optim = cfg.optim
     adam = optim.optimizer
     assert (adam._target_, adam.lr, list(adam.betas), optim.warmup_iters) == ("torch.optim.Adam", 1e-3, [0.9, 0.99], 200)
-    assert (optim.ema_decay, optim.ema_warmup, optim.spectral_norm_lanczos_steps) == (0.999, True, 5)
+    module = cfg.module
+    assert (module.ema_decay, module.ema_warmup, module.spectral_norm_lanczos_steps) == (0.999, True, 5)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm, cfg.trainer.max_epochs) == (
         1.0, "norm", 5)  # fmt: skip
 
@@ -96,9 +97,9 @@ def test_smoke_ddp(compose_config):
 
 def test_protocol_overrides_in_the_documented_form(compose_config):
     # What the docs show: each override of the protocol quoted inside the list.
-    cfg = compose_config("bench", ['protocol=["model.hidden_channels=32","optim.spectral_norm_lanczos_steps=0"]'])
+    cfg = compose_config("bench", ['protocol=["model.hidden_channels=32","module.spectral_norm_lanczos_steps=0"]'])
     train_cfg = compose_config("train", ["experiment=mnist5k_bench", *cfg.protocol])
-    assert (train_cfg.model.hidden_channels, train_cfg.optim.spectral_norm_lanczos_steps) == (32, 0)
+    assert (train_cfg.model.hidden_channels, train_cfg.module.spectral_norm_lanczos_steps) == (32, 0)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ SNAPSHOT = Path(__file__).with_name("fixtures") / "resolved_configs.json"
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
 COMMANDS = ["train", "eval", "sample", "invert", "bench"]
 # Keys renamed by a refactoring: snapshot key -> key in today's configs (same value).
-MOVED: dict[str, str] = {}
+MOVED = {f"optim.{key}": f"module.{key}" for key in ("ema_decay", "ema_warmup", "spectral_norm_lanczos_steps")}
 # Environment variables that paths.* read: fixed, so the snapshot does not depend on the shell.
 ENVIRONMENT = {"IRESNET_ROOT": "/root", "IRESNET_DATA": "/data", "IRESNET_CACHE": "/cache"}
 _NOW = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")

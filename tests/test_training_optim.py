@@ -88,7 +88,7 @@ def test_spectral_norm_lanczos_steps_refresh_every_layer_after_every_optimizer_s
 
     monkeypatch.setattr(module_mod, "update_spectral_norms", recording)
     overrides = [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=1", "~logger", "test=false",
-                 "optim.spectral_norm_lanczos_steps=3"]  # fmt: skip
+                 "module.spectral_norm_lanczos_steps=3"]  # fmt: skip
     train(compose_in("train", overrides, tmp_path))
     assert len(calls) == 4  # one per optimizer step
     assert all(kw == {"max_iter": 3, "lanczos_steps": 3, "dtype": torch.float32} for kw, _ in calls)

@@ -121,7 +121,7 @@ class FlowLightningModule(pl.LightningModule):
         steps = spectral_norm_lanczos_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(
-                f"optim.spectral_norm_lanczos_steps must be an integer >= 0, got {spectral_norm_lanczos_steps!r}; "
+                f"module.spectral_norm_lanczos_steps must be an integer >= 0, got {spectral_norm_lanczos_steps!r}; "
                 "use 0 (power iteration in the forward only) or e.g. 5."
             )
         if lr_decay not in LR_DECAYS:
