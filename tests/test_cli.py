@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability import run_script
 
 from iresnet.cli.eval import evaluate
 from iresnet.cli.invert import invert
@@ -79,11 +80,6 @@ def test_outputs_are_never_overwritten_silently(tiny_ckpt, compose_config, tmp_p
     with pytest.raises(FileExistsError, match="overwrite=true"):
         sample(compose_config("sample", [f"ckpt_path={tiny_ckpt}", f"out={png}"]))
     assert png.read_bytes() == b"keep me"
-
-
-def run_script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name(name)
-    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path):
