@@ -82,6 +82,7 @@ def test_outputs_are_never_overwritten_silently(tiny_ckpt, compose_config, tmp_p
     assert png.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow  # the installed scripts in subprocesses; reliability's tests run the same errors in-process
 def test_user_errors_exit_2_with_one_line(tmp_path):
     missing = run_script("iresnet-sample", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path)
     assert missing.returncode == 2
