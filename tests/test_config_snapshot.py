@@ -21,7 +21,7 @@ from iresnet.cli.compose import compose_config
 
 SNAPSHOT = Path(__file__).with_name("fixtures") / "resolved_configs.json"
 EXPERIMENTS = sorted(p.stem for p in (Path(config_dir()) / "experiment").glob("*.yaml"))
-COMMANDS = ["train", "eval", "sample", "invert", "ood", "bench"]
+COMMANDS = ["train", "eval", "sample", "invert", "ood", "bench", "export"]
 # Environment variables that paths.* read: fixed, so the snapshot does not depend on the shell.
 ENVIRONMENT = {"IRESNET_ROOT": "/root", "IRESNET_DATA": "/data", "IRESNET_CACHE": "/cache"}
 _NOW = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")
