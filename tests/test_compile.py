@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import importlib.util
 
 import pytest
 import torch
@@ -17,11 +16,6 @@ import torch
 from iresnet.logdet import ExactLogDet, PowerSeriesLogDet, RouletteLogDet
 from iresnet.models import ResidualFlow, ToyFlow
 
-# LipSwish and the second-order convolution still probe the autograd engine (iresnet/ops/engine.py),
-# which Dynamo cannot trace; the ops change replaces them with torch.library operators.
-needs_ops = pytest.mark.xfail(
-    importlib.util.find_spec("iresnet.ops.engine") is not None, reason="needs ops branch", strict=False
-)
 PRESETS = {
     "resflow": {},
     "idensenet": dict(branch="densenet", dense_depth=2, dense_growth=8, activation="clipswish"),
@@ -84,7 +78,6 @@ def test_toy_log_prob_compiled_by_inductor_equals_eager():
 
 
 @pytest.mark.slow
-@needs_ops
 @pytest.mark.parametrize("preset", PRESETS)
 def test_residual_flow_log_prob_compiles_fullgraph_and_equals_eager(preset):
     model, x, context = tiny_residual_flow(preset, PowerSeriesLogDet(n_terms=3))
@@ -121,7 +114,6 @@ def test_roulette_draws_are_not_baked_into_the_graph():
 
 
 @pytest.mark.slow
-@needs_ops
 def test_residual_flow_roulette_compiles_and_draws_as_eager():
     """The preset's own estimator under Inductor: graph breaks where N is drawn, same distribution."""
     model, x, context = tiny_residual_flow("resflow", RouletteLogDet(eval_exact_terms=2))
@@ -175,7 +167,6 @@ def test_compiled_roulette_training_step_has_finite_gradients():
 
 
 @pytest.mark.slow
-@needs_ops
 @pytest.mark.parametrize("preset", PRESETS)
 def test_residual_flow_compiled_training_step_has_finite_gradients(preset):
     model, x, context = tiny_residual_flow(preset)  # the preset's roulette, memory-efficient

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +16,6 @@ from iresnet.models import ResidualFlow, ToyFlow, export_model
 
 from test_logdet_nets import contractive_mlp
 
-needs_ops = pytest.mark.xfail(
-    importlib.util.find_spec("iresnet.ops.engine") is not None, reason="needs ops branch", strict=False
-)
 SOLVERS = [FixedPointInverse, AndersonInverse]
 
 
@@ -109,7 +103,6 @@ def tiny_image_flow(**kwargs) -> tuple[ResidualFlow, torch.Tensor]:
 
 
 @pytest.mark.slow
-@needs_ops
 def test_image_flow_forward_and_inverse_export():
     model, x = tiny_image_flow(logdet=PowerSeriesLogDet(n_terms=3), inverse=FixedPointInverse(max_iter=60, atol=0, rtol=0))
     program = torch.export.export(model, (x,)).module()
@@ -147,23 +140,7 @@ def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_p
         export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", f"out={out}"]))
 
 
-def test_docs_compile_and_export_section_runs(tmp_path, monkeypatch, capsys):
-    """docs/api.md's "Compile and export" examples run as written, in order."""
-    section = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text().split("## Compile and export", 1)[1]
-    blocks = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
-    assert len(blocks) == 3
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    for code in blocks:
-        exec(compile(code, "docs/api.md", "exec"), namespace)
-    out = capsys.readouterr().out
-    assert "finite gradients: True" in out
-    assert float(re.search(r"round trip: ([0-9.e-]+)", out).group(1)) < 1e-4
-    assert (tmp_path / "log_prob.pt2").is_file()
-
-
 @pytest.mark.slow
-@needs_ops
 def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path):
     """An image checkpoint: the exported log_prob gives iresnet-eval's bits/dim on the same images
     (the same series estimator; its probes are the only difference), the exported inverse

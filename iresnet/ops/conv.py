@@ -273,6 +273,11 @@ class Conv2d(nn.Conv2d):
         conf = (self.stride, self.padding, self.dilation)
         if not torch.is_grad_enabled():  # e.g. fixed-point inversion: nothing to differentiate
             return conv_forward(x, weight, bias, conf)
+        if torch.compiler.is_compiling():
+            # The traced log-det estimators take their products with torch.func, which does not see
+            # the tensors the taps pass inside tuples (wrong products); the compiler derives torch's
+            # own convolution, to any order, itself.
+            return super()._conv_forward(x, weight, bias)
         input_tap = _InputGradient.apply(x, (weight,), conf)
         parameter_tap = _ParameterGradients.apply(weight, bias, (x,), conf)
         return _Convolution.apply(input_tap, parameter_tap, (x, weight, bias), conf)
