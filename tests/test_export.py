@@ -141,19 +141,16 @@ def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_p
 
 
 @pytest.mark.slow
-def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path):
+def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path, tiny_ckpt):
     """An image checkpoint: the exported log_prob gives iresnet-eval's bits/dim on the same images
     (the same series estimator; its probes are the only difference), the exported inverse
     iresnet-invert's reconstructions."""
     from iresnet.cli.eval import draws_of, evaluate, images_split
     from iresnet.cli.invert import invert
-    from iresnet.cli.train import train
     from iresnet.metrics import bits_per_dim
     from iresnet.training.checkpoint import load_module
-    from test_cli import TINY_TRAIN
 
-    train(compose_config("train", [*TINY_TRAIN, "test=false"]))
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = tiny_ckpt
     module = load_module(ckpt)
     images = tmp_path / "images.pt"
     torch.save((torch.rand(16, 1, 28, 28) * 255).to(torch.uint8), images)
