@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from reliability import TINY, compose_in, run_script, script, script_env, train_tiny
 
 import iresnet.cli.train as train_cli
@@ -135,3 +136,36 @@ def test_training_killed_mid_epoch_resumes_from_the_last_saved_step(tmp_path):
     lrs = dict(_logged(run / "csv" / "metrics.csv", "lr-Adam"))
     assert lrs[killed_at] == pytest.approx(1e-3 * (killed_at + 1) / 50)
     assert "test bits/dim" in resumed.stdout
+
+
+class _FitReached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_global_rank_zero_sets_the_log_aside_and_removes_stale_files_under_slurm(rank, tmp_path, monkeypatch):
+    """Under ``srun`` every task runs ``iresnet-train``; rank zero (from SLURM_PROCID, read by
+    Lightning's cluster environment) alone touches the run directory, so the tasks do not race."""
+    run = tmp_path / "run"
+    train_tiny(run)
+    log = run / "csv" / "metrics.csv"
+    log.parent.mkdir()
+    log.write_text("step,train/bpd\n0,5.0\n3,4.0\n")
+    stale = run / "checkpoints" / ".last.ckpt.999999999.tmp"  # a killed writer's (no such process)
+    stale.write_bytes(b"")
+    for name, value in {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": str(rank),
+                        "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_JOB_NAME": "iresnet",
+                        "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": "1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    # The trainer sets the process's rank for Lightning's rank_zero_only; restored after the test.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    monkeypatch.setattr(pl.Trainer, "fit", lambda *args, **kwargs: (_ for _ in ()).throw(_FitReached()))
+    cfg = compose_in("train", [*TINY, "trainer=ddp_cpu", "trainer.devices=2", "resume=true"], run)
+    with pytest.raises(_FitReached):
+        train(cfg)
+    if rank == 0:
+        assert not log.exists() and (run / "csv" / "metrics_until_step_4.csv").is_file() and not stale.exists()
+    else:
+        assert log.read_text() == "step,train/bpd\n0,5.0\n3,4.0\n" and stale.exists()
