@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
@@ -169,3 +171,58 @@ def test_only_global_rank_zero_sets_the_log_aside_and_removes_stale_files_under_
         assert not log.exists() and (run / "csv" / "metrics_until_step_4.csv").is_file() and not stale.exists()
     else:
         assert log.read_text() == "step,train/bpd\n0,5.0\n3,4.0\n" and stale.exists()
+
+
+# --- The CSV log never fails, whatever order keys first come in (issue 32, item 8) --------------
+
+ROW_KEYS = ["lr-Adam", "train/bpd", "val/bpd", "val/bounds_below_one", "test_images/recognizability"]
+
+
+def _rows_of(path):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def test_lightnings_csv_writer_fails_on_a_log_it_did_not_write_and_ours_does_not(tmp_path):
+    """The failure of a resumed run: the file holds columns (an earlier process's) that the
+    writer does not know, and a new key makes Lightning rewrite the header without them."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    from iresnet.training.csv_log import ResumableCSVLogger
+
+    for logger_class, fails in ((CSVLogger, True), (ResumableCSVLogger, False)):
+        logger = logger_class(tmp_path, name=logger_class.__name__, version="", flush_logs_every_n_steps=1)
+        logger.log_metrics({"lr-Adam": 1e-3}, step=0)  # creates the file: lr-Adam, step
+        path = tmp_path / logger_class.__name__ / "metrics.csv"
+        path.write_text("lr-Adam,step,val/bounds_below_one\n0.001,0,1.0\n")  # another writer's rows
+        try:
+            logger.log_metrics({"val/bpd": 3.0}, step=1)
+        except ValueError as err:
+            assert fails and "dict contains fields not in fieldnames" in str(err)
+            continue
+        assert not fails
+        assert _rows_of(path) == [{"lr-Adam": "0.001", "step": "0", "val/bounds_below_one": "1.0"},
+                                  {"step": "1", "val/bpd": "3.0"}]  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    on_disk=st.lists(st.sampled_from(ROW_KEYS), unique=True),
+    rows=st.lists(st.lists(st.sampled_from(ROW_KEYS), unique=True), min_size=1, max_size=8),
+    flush_every=st.integers(1, 3),
+)
+def test_the_csv_log_keeps_every_row_whatever_keys_come_first(on_disk, rows, flush_every, tmp_path_factory):
+    from iresnet.training.csv_log import ResumableCSVLogger
+
+    root = tmp_path_factory.mktemp("csv")
+    logger = ResumableCSVLogger(root, name="csv", version="", flush_logs_every_n_steps=flush_every)
+    logger.experiment  # the writer starts (and removes a stale metrics.csv, as Lightning's does)
+    path = root / "csv" / "metrics.csv"
+    before = [{**{key: "1.5" for key in on_disk}, "step": "0"}] if on_disk else []
+    if on_disk:  # a log written by another process, as joined back after a resume
+        path.write_text(",".join([*on_disk, "step"]) + "\n" + ",".join(["1.5"] * len(on_disk) + ["0"]) + "\n")
+    for step, keys in enumerate(rows, 1):
+        logger.log_metrics({key: float(step) for key in keys}, step=step)
+    logger.save()
+    logged = [{**{key: f"{float(step)}" for key in keys}, "step": str(step)} for step, keys in enumerate(rows, 1)]
+    assert _rows_of(path) == before + logged
