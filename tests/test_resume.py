@@ -2,6 +2,7 @@
 
 import copy
 import csv
+import json
 import math
 import os
 import random
@@ -9,10 +10,10 @@ import signal
 import subprocess
 import time
 
-import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
@@ -226,3 +227,89 @@ def test_the_csv_log_keeps_every_row_whatever_keys_come_first(on_disk, rows, flu
     logger.save()
     logged = [{**{key: f"{float(step)}" for key in keys}, "step": str(step)} for step, keys in enumerate(rows, 1)]
     assert _rows_of(path) == before + logged
+
+
+# Two epochs of six steps, a checkpoint every two steps; the log flushed every three steps, so
+# that a resumed run's first rows hold some keys and later rows bring the others.
+KILLABLE = [*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=6", "callbacks.step_checkpoint.every_n_train_steps=2",
+            "trainer.log_every_n_steps=1", "logger.csv.flush_logs_every_n_steps=3", "~callbacks.progress_bar", "seed=3"]  # fmt: skip
+_UNINTERRUPTED: dict[int, float] = {}
+
+
+def _train_in(run_dir, val_batches: int, *extra: str) -> subprocess.CompletedProcess:
+    args = [*KILLABLE, f"trainer.limit_val_batches={val_batches}", f"run_dir={run_dir}", *extra]
+    return run_script("iresnet-train", *args, cwd=run_dir.parent, timeout=600)
+
+
+def _test_bpd(run_dir) -> float:
+    return json.loads((run_dir / "metrics.json").read_text())["test/bpd"]
+
+
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kill_step=st.integers(3, 11), val_batches=st.sampled_from([0, 1]))
+def test_a_run_killed_at_any_step_resumes_to_the_uninterrupted_test_score(kill_step, val_batches, tmp_path_factory):
+    """Killed (SIGKILL) after any optimizer step past the first checkpoint, with or without
+    validation, ``resume=true`` finishes with no error and the uninterrupted run's test bits/dim."""
+    if val_batches not in _UNINTERRUPTED:
+        whole = tmp_path_factory.mktemp("whole") / "run"
+        done = _train_in(whole, val_batches)
+        assert done.returncode == 0, done.stderr[-3000:]
+        _UNINTERRUPTED[val_batches] = _test_bpd(whole)
+    run = tmp_path_factory.mktemp("killed") / "run"
+    killed = _train_in(run, val_batches, "+callbacks.kill._target_=reliability.KillAt", f"+callbacks.kill.step={kill_step}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = _train_in(run, val_batches, "resume=true")
+    assert resumed.returncode == 0, (kill_step, val_batches, resumed.stderr[-3000:])
+    assert _test_bpd(run) == _UNINTERRUPTED[val_batches], (kill_step, val_batches)
+    assert not list((run / "csv").glob("metrics_until_step_*.csv"))  # one log again
+    assert [int(row["step"]) for row in _rows_of(run / "csv" / "metrics.csv") if "train/bpd" in row] == list(range(12))
+
+
+class _Recorder(pl.LightningModule):
+    """Records the batches it trains on; its loader is made as the datamodules make theirs."""
+
+    def __init__(self, seen: list, val_batches: int) -> None:
+        super().__init__()
+        self.seen, self.val_batches, self.layer = seen, val_batches, torch.nn.Linear(1, 1)
+
+    def training_step(self, batch, index):
+        self.seen.append((self.current_epoch, batch[0][:, 0].tolist()))
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, index):
+        return None
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        from torch.utils.data import TensorDataset
+
+        from iresnet.data.loader import ResumableDataLoader, next_training_epoch
+
+        data = TensorDataset(torch.arange(40.0).view(-1, 1))
+        return ResumableDataLoader(data, batch_size=4, shuffle=True, drop_last=True, seed=0, epoch_batches=3,
+                                   first_epoch=next_training_epoch(self.trainer))  # fmt: skip
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), batch_size=4)
+
+
+@pytest.mark.parametrize("val_batches", [0, 1])
+def test_a_run_resumed_at_an_epochs_end_trains_on_the_next_epochs_batches(val_batches, tmp_path):
+    """Lightning hands a loader its saved state only mid-epoch; resumed from an epoch's last
+    checkpoint (after its validation, or with none), the loader still starts the next epoch."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def fit(epochs, seen, ckpt_path=None):
+        trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=val_batches, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[ModelCheckpoint(dirpath=tmp_path / str(epochs), save_last=True, save_top_k=0)])  # fmt: skip
+        trainer.fit(_Recorder(seen, val_batches), ckpt_path=ckpt_path)
+
+    whole, first, resumed = [], [], []
+    fit(3, whole)
+    fit(1, first)
+    fit(3, resumed, ckpt_path=tmp_path / "1" / "last.ckpt")
+    assert first == whole[:3] and resumed == whole[3:]
