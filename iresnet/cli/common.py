@@ -115,9 +115,9 @@ def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callab
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(exit_on_user_error(run))
 
     @functools.wraps(task)
-    def main() -> Any:
+    def main() -> None:  # the console script exits with main()'s value: None is success
         check_overrides(config_name, sys.argv[1:])
-        return app()
+        app()
 
     return main
 
