@@ -98,7 +98,7 @@ def exit_on_user_error(fn: Callable) -> Callable:
     return wrapper
 
 
-def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
+def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], None]:
     """A command's ``main`` (the console script ``iresnet-<config_name>`` calls it):
     Hydra's application of ``configs/<config_name>.yaml`` running ``task`` after the config's
     ``runtime`` settings (:func:`apply_runtime_config`), with the overrides checked first
