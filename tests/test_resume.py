@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
@@ -246,8 +246,11 @@ def _test_bpd(run_dir) -> float:
 
 
 @pytest.mark.slow
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kill_step=st.integers(3, 11), val_batches=st.sampled_from([0, 1]))
+# Killed right after an epoch's end: the run resumes from the checkpoint of the epoch's last step.
+@example(kill_step=7, val_batches=1)
+@example(kill_step=7, val_batches=0)
 def test_a_run_killed_at_any_step_resumes_to_the_uninterrupted_test_score(kill_step, val_batches, tmp_path_factory):
     """Killed (SIGKILL) after any optimizer step past the first checkpoint, with or without
     validation, ``resume=true`` finishes with no error and the uninterrupted run's test bits/dim."""
