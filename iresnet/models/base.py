@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from iresnet.flows import Flow, ResidualBlock
+from iresnet.flows import ActNorm, Flow, ResidualBlock
 from iresnet.inverse import full_float32_precision
-from iresnet.lipschitz import needs_context, takes_context
+from iresnet.lipschitz import SpectralNorm, needs_context, takes_context
 from iresnet.models.priors import DistributionPrior
+
+# Modules whose training-mode forward writes state, and computes the same function as in eval
+# mode once it is written: spectral norm takes a power-iteration step and then divides by the
+# estimate of the new vectors, which an eval-mode read gives again; ActNorm initializes itself.
+_STATE_WRITERS = (SpectralNorm, ActNorm)
+
+
+def _device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (the CPU if it has none)."""
+    return next(iter([*module.parameters(), *module.buffers()]), torch.empty(0)).device
+
+
+@contextmanager
+def kept_state(model: nn.Module) -> Iterator[None]:
+    """Within: ``model`` writes nothing and draws nothing from the global random stream.
+
+    Its state writers (spectral norm, ActNorm) run as in eval mode, which computes the function
+    the last training-mode forward computed; the global generator (and the model's CUDA one) is
+    forked, so log-det probes and roulette draws of a training-mode forward leave training's
+    stream where it was. Python flags only: nothing here reads a tensor.
+    """
+    writers = [m for m in model.modules() if isinstance(m, _STATE_WRITERS) and m.training]
+    device = _device(model)
+    for module in writers:
+        module.training = False
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        for module in writers:
+            module.training = True
 
 
 class FlowModel(Flow):
@@ -60,7 +94,10 @@ class FlowModel(Flow):
         return self.flow(x, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.flow.inverse(z, context)
+        """``z`` -> ``x = f^-1(z)``, of the function the last ``forward`` computed, in either mode;
+        changes nothing in the model (:func:`kept_state`)."""
+        with kept_state(self):
+            return self.flow.inverse(z, context)
 
     def prior_distribution(self, context: Tensor | None = None) -> Distribution:
         """The prior for ``context`` (a conditional prior's batch shape is ``(B,)``)."""
@@ -103,6 +140,7 @@ class FlowModel(Flow):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``f^-1(z)``; with a context, ``n == len(context)``, one sample per row.
+        Changes nothing in the model and leaves the global random stream where it was.
 
         ``temperature`` scales the prior's spread about its mean, ``z = mu + T (z_0 - mu)``: for a
         Gaussian prior, draws from ``N(mu, T^2 Sigma)``. ``generator`` makes the draw reproducible
@@ -112,8 +150,7 @@ class FlowModel(Flow):
             raise ValueError(f"with a context, n must equal its number of rows ({len(context)}), got n={n}.")
         prior = self.prior_distribution(context)
         shape = (n,) if prior.batch_shape == () else ()
-        device = next(iter([*self.parameters(), *self.buffers()]), torch.empty(0)).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with kept_state(self):
             if generator is not None:
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
             z = prior.sample(shape)
@@ -123,7 +160,8 @@ class FlowModel(Flow):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``inverse(forward(x))``, the invertibility check, with float64 iterates.
+        """``inverse(forward(x))``, the invertibility check, with float64 iterates. In training
+        mode too it changes nothing in the model nor in the global random stream (:func:`kept_state`).
 
         The code is computed in the model's precision, without TF32 (as the inverse runs: a
         TF32 forward pass alone differs by ~1e-4 in image space); the inverse keeps its iterates
@@ -131,9 +169,10 @@ class FlowModel(Flow):
         float32 rounding floor of the fixed-point residual (about 1e-4 in image space for a
         trained MNIST flow, about 1e-6 this way).
         """
-        with full_float32_precision():
-            z, _ = self(x, context)
-        return self.inverse(z.double(), context).to(x.dtype)
+        with kept_state(self):
+            with full_float32_precision():
+                z, _ = self(x, context)
+            return self.inverse(z.double(), context).to(x.dtype)
 
     # --------------------------------------------------------------- strategies
     def residual_blocks(self) -> list[ResidualBlock]:
