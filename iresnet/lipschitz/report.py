@@ -150,6 +150,14 @@ def _branch_bound(
     return bound, tuple(normalized), tuple(unnormalized)
 
 
+def unnormalized_layers(net: nn.Module) -> tuple[str, ...]:
+    """The linear and convolutional layers of a residual branch ``net`` on the path of its input
+    that have no spectral norm (as :func:`_branch_bound` walks it; a context network is not on
+    that path), named as in the block, ``net.<path>``. Reads no weights."""
+    names = (".".join(filter(None, ("net", name))) for name, _, _ in spectral_norm_modules(net))
+    return _branch_bound(net, "net", {name: LayerLipschitz(name, 0.0, 0.0, 0.0) for name in names})[2]
+
+
 def lipschitz_report(model: nn.Module) -> LipschitzReport:
     """Each spectral-normalized layer's norms and the Lipschitz bound of each residual branch.
 

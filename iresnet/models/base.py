@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -12,6 +12,7 @@ from torch.distributions import Distribution
 from iresnet.flows import ActNorm, Flow, ResidualBlock
 from iresnet.inverse import full_float32_precision
 from iresnet.lipschitz import SpectralNorm, needs_context, takes_context
+from iresnet.models.inputs import check_context, check_prior, check_tensor, context_spec, prior_event_shape
 from iresnet.models.priors import DistributionPrior
 
 # Modules whose training-mode forward writes state, and computes the same function as in eval
@@ -23,6 +24,12 @@ _STATE_WRITERS = (SpectralNorm, ActNorm)
 def _device(module: nn.Module) -> torch.device:
     """The device of ``module``'s first parameter or buffer (the CPU if it has none)."""
     return next(iter([*module.parameters(), *module.buffers()]), torch.empty(0)).device
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    """The dtype ``module`` computes in: its first floating-point parameter's or buffer's."""
+    tensors = (t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point())
+    return next(tensors, torch.empty(0)).dtype
 
 
 @contextmanager
@@ -65,6 +72,13 @@ class FlowModel(Flow):
             of ``E_q[...]``, in the units of a density on ``[0, 1)^D`` (bits/dim subtract
             ``D log n`` as for uniform noise). None: ``x`` is used as it comes (uniformly
             dequantized data, continuous data).
+        input_shape: the shape of one ``x``, e.g. ``(1, 28, 28)``; the door then refuses other
+            shapes, and the prior's event must hold as many values (checked here). None: any.
+
+    Inputs are checked once, where they enter (``forward``, ``inverse``, ``log_prob``,
+    ``sample``; :meth:`check_inputs`): ``x``'s shape, dtype and device, and the context, refused
+    by an unconditional model and, for a conditional one, required and checked against what its
+    context networks read (:mod:`iresnet.models.inputs`), each with the fix in the message.
 
     ``context``: a tensor with one row per sample (labels ``(B,)``, features ``(B, K)``) or None.
 
@@ -77,7 +91,13 @@ class FlowModel(Flow):
 
     task = "density"
 
-    def __init__(self, flow: Flow, prior: Distribution | nn.Module, dequantizer: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        prior: Distribution | nn.Module,
+        dequantizer: nn.Module | None = None,
+        input_shape: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(prior, (Distribution, nn.Module)):
             raise TypeError(
@@ -87,15 +107,33 @@ class FlowModel(Flow):
         self.flow = flow
         self.prior = DistributionPrior(prior) if isinstance(prior, Distribution) else prior
         self.dequantizer = dequantizer
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.code_shape = prior_event_shape(self.prior)
+        check_prior(self.input_shape, self.code_shape)
+        self.context_spec = context_spec(flow, self.prior)
+
+    # --------------------------------------------------------------------- door
+    def check_inputs(self, x: Tensor, context: Tensor | None = None, name: str = "x") -> None:
+        """Raise naming the problem and the fix unless ``x`` (or the code ``z``, ``name="z"``) and
+        ``context`` are what the model takes (:mod:`iresnet.models.inputs`)."""
+        device, dtype = _device(self), _dtype(self)
+        if name == "x":
+            shape, fix = self.input_shape, f"reshape the data (the model was built for input_shape={list(self.input_shape or ())})"
+        else:
+            shape, fix = self.code_shape, "codes have the prior's event shape, as model.sample draws them"
+        check_tensor(name, x, shape, device, dtype, fix)
+        check_context(context, len(x), self.conditional, self.context_spec, device, dtype)
 
     # ------------------------------------------------------------------ density
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x: (B, ...)`` -> ``z`` and ``logdet: (B,)``."""
+        self.check_inputs(x, context)
         return self.flow(x, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """``z`` -> ``x = f^-1(z)``, of the function the last ``forward`` computed, in either mode;
         changes nothing in the model (:func:`kept_state`)."""
+        self.check_inputs(z, context, "z")
         with kept_state(self):
             return self.flow.inverse(z, context)
 
@@ -112,6 +150,7 @@ class FlowModel(Flow):
         (with a dequantizer: ``log p(y | context) - log q(u | x)`` for one draw ``y``)."""
         log_q = 0.0
         if self.dequantizer is not None:
+            self.check_inputs(x, context)  # before the dequantizer reads x; forward checks its own
             x, log_q = self.dequantizer(x)
         z, logdet = self(x, context)
         log_pz = self.prior_distribution(context).log_prob(z)
@@ -148,6 +187,7 @@ class FlowModel(Flow):
         """
         if context is not None and n != len(context):
             raise ValueError(f"with a context, n must equal its number of rows ({len(context)}), got n={n}.")
+        check_context(context, n, self.conditional, self.context_spec, _device(self), _dtype(self))
         prior = self.prior_distribution(context)
         shape = (n,) if prior.batch_shape == () else ()
         with kept_state(self):
