@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -23,12 +24,12 @@ _STATE_WRITERS = (SpectralNorm, ActNorm)
 
 def _device(module: nn.Module) -> torch.device:
     """The device of ``module``'s first parameter or buffer (the CPU if it has none)."""
-    return next(iter([*module.parameters(), *module.buffers()]), torch.empty(0)).device
+    return next(itertools.chain(module.parameters(), module.buffers()), torch.empty(0)).device
 
 
 def _dtype(module: nn.Module) -> torch.dtype:
     """The dtype ``module`` computes in: its first floating-point parameter's or buffer's."""
-    tensors = (t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point())
+    tensors = (t for t in itertools.chain(module.parameters(), module.buffers()) if t.is_floating_point())
     return next(tensors, torch.empty(0)).dtype
 
 
@@ -39,7 +40,7 @@ def kept_state(model: nn.Module) -> Iterator[None]:
     Its state writers (spectral norm, ActNorm) run as in eval mode, which computes the function
     the last training-mode forward computed; the global generator (and the model's CUDA one) is
     forked, so log-det probes and roulette draws of a training-mode forward leave training's
-    stream where it was. Python flags only: nothing here reads a tensor.
+    stream where it was.
     """
     writers = [m for m in model.modules() if isinstance(m, _STATE_WRITERS) and m.training]
     device = _device(model)

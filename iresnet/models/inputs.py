@@ -26,6 +26,10 @@ class ContextSpec:
     kind: str
     size: int
 
+    @property
+    def noun(self) -> str:
+        return "labels" if self.kind == "labels" else "features"
+
     def __str__(self) -> str:
         if self.kind == "labels":
             return f"class labels, integers of shape (B,) in [0, {self.size - 1}]"
@@ -106,7 +110,10 @@ def check_context(
         return
     wanted = str(spec) if spec is not None else "a tensor with one row per sample"
     if context is None:
-        raise ValueError(f"this model is conditional: pass a context, {wanted}, e.g. model.log_prob(x, context).")
+        noun = spec.noun if spec is not None else "context"
+        raise ValueError(
+            f"this model is conditional: pass the {noun} as the context ({wanted}), e.g. model.log_prob(x, {noun})."
+        )
     if not isinstance(context, Tensor):
         raise TypeError(f"the context must be a torch.Tensor, {wanted}; got {type(context).__name__}.")
     if context.dim() == 0 or len(context) != rows:
