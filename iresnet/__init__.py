@@ -31,6 +31,7 @@ _ROOMS = {
         "ClassConditionalGaussian", "ConditionalGaussian", "DiagonalGaussian", "FlowModel", "ResidualFlow",
         "StandardNormal", "ToyFlow",
     ),
+    "iresnet.pretrained_models": ("pretrained",),
 }  # fmt: skip
 _ROOM_OF = {name: room for room, names in _ROOMS.items() for name in names}
 

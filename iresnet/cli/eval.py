@@ -3,9 +3,11 @@ split or on the user's own images."""
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -15,12 +17,12 @@ from pytorch_lightning.callbacks import RichProgressBar
 from torch.utils.data import DataLoader
 
 from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, writable_output
-from iresnet.cli.images import image_shape, read_images
+from iresnet.cli.images import PICTURE_SUFFIXES, image_shape, picture_files, read_images
 from iresnet.data import DequantizeCollate, Split, to_unit_interval
 from iresnet.data.base import TensorBatches
 from iresnet.training import FlowLightningModule
-from iresnet.training.likelihood import importance_weighted_bpd
-from iresnet.training.checkpoint import load_module
+from iresnet.pretrained_models import module_from
+from iresnet.training.likelihood import importance_weighted_bpd, per_image_scores
 
 
 def images_split(cfg: DictConfig, module: FlowLightningModule) -> Split:
@@ -55,6 +57,31 @@ def draws_of(raw: Split, n_bits: int, seed: int, batch_size: int) -> Callable[[i
     return draw
 
 
+def image_keys(cfg: DictConfig, n: int) -> tuple[str, list[str]]:
+    """The per-image CSV's key column and its values: each file's path for ``images=folder/`` (or
+    a picture file), else the index in the split or in the tensor file."""
+    images = Path(cfg.images) if cfg.get("images") else None
+    if images is not None and images.is_dir():
+        return "path", [str(p) for p in picture_files(images)]
+    if images is not None and images.suffix.lower() in PICTURE_SUFFIXES:
+        return "path", [str(images)]
+    return "index", [str(i) for i in range(n)]
+
+
+def write_per_image(cfg: DictConfig, module: FlowLightningModule, raw: Split, seed: int, batch_size: int, path: Path) -> None:
+    """``path``: one CSV row per image, its key, label, score and standard error over ``cfg.per_image_draws`` draws."""
+    if module.hparams.n_bits is None:
+        raise ValueError("per_image= scores images; this checkpoint models continuous data (points), so leave it out.")
+    draws = draws_of(raw, module.hparams.n_bits, seed, batch_size)
+    mean, se = per_image_scores(module, draws, cfg.get("per_image_draws", 4))
+    key, keys = image_keys(cfg, len(mean))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([key, "label", module.metric, "se"])
+        writer.writerows(zip(keys, raw.labels.tolist(), mean.tolist(), se.tolist()))
+    print(f"wrote {len(mean)} per-image {module.metric} to {path}")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluates the checkpoint's EMA model (or with ``weights=raw`` its trained weights, with the
     evaluation estimator); returns and writes the result as JSON."""
@@ -64,8 +91,11 @@ def evaluate(cfg: DictConfig) -> dict:
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' (the weight average) or 'raw' (the trained weights), got {weights!r}.")
     out = writable_output(cfg.out, cfg.overwrite)
+    per_image = writable_output(cfg.per_image, cfg.overwrite) if cfg.get("per_image") else None
+    if per_image is not None and per_image.resolve() == out.resolve():
+        raise ValueError(f"per_image={cfg.per_image} is the JSON summary's own path (out=); give the CSV another name.")
     pl.seed_everything(cfg.seed, verbose=False)
-    module = load_module(cfg.ckpt_path)
+    module = module_from(cfg.get("ckpt_path"), cfg.get("pretrained"))
     if weights == "raw":
         module.ema.assign(module.model)
     k = cfg.get("importance_samples", 1)
@@ -88,7 +118,8 @@ def evaluate(cfg: DictConfig) -> dict:
     run(module, verbose=False, **data)
     seconds = time.perf_counter() - start
     result = {
-        "ckpt_path": str(cfg.ckpt_path),
+        "ckpt_path": cfg.get("ckpt_path"),
+        "pretrained": cfg.get("pretrained"),
         "split": split,
         "weights": weights,
         "images": cfg.get("images"),
@@ -118,6 +149,9 @@ def evaluate(cfg: DictConfig) -> dict:
             print("note: the estimator's noise can bias the weighted bound by more than a tenth of its gain; evaluate "
                   "with more exact terms or probes, e.g. +logdet='{_target_: iresnet.logdet.RouletteLogDet, "
                   "eval_exact_terms: 40, n_probes: 4}' (docs/concepts.md, section 9).")
+    if per_image is not None:
+        write_per_image(cfg, module, raw, seed, batch_size, per_image)
+        result["per_image"] = str(per_image)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return result

@@ -49,6 +49,14 @@ def _read_picture(path: Path, channels: int) -> Tensor:
         ) from err
 
 
+def picture_files(folder: Path) -> list[Path]:
+    """The PNG and JPEG files in ``folder``, in name order: the order :func:`read_images` reads them."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
+    if not files:
+        raise ValueError(f"images={str(folder)!r} is a folder without PNG or JPEG files; add some or pass a file.")
+    return files
+
+
 def read_images(path: str | Path, expected_shape: Sequence[int]) -> Tensor:
     """Images ``(N, C, H, W)`` from ``path``, valid for a model taking ``expected_shape = (C, H, W)``.
 
@@ -66,9 +74,7 @@ def read_images(path: str | Path, expected_shape: Sequence[int]) -> Tensor:
             "or a folder of PNG/JPEG files."
         )
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES)
-        if not files:
-            raise ValueError(f"images={str(path)!r} is a folder without PNG or JPEG files; add some or pass a file.")
+        files = picture_files(path)
         pictures = [_read_picture(f, channels) for f in files]
         for f, picture in zip(files, pictures):
             check_images(picture, expected_shape, where=str(f))

