@@ -68,7 +68,7 @@ def test_images() -> torch.Tensor:
 
 
 def test_real_test_images_score_high_and_noise_scores_low(scorer, test_images):
-    real = scorer.report(test_images[::2])  # the test split is sorted by class: 50 of each
+    real = scorer.report(test_images[:500])  # any prefix of the test split holds the classes equally
     noise = scorer.score(torch.rand(400, 1, 28, 28))
     assert real["test_images"]["classifier_accuracy"] > 0.9
     for scores in (real["samples"], real["test_images"]):

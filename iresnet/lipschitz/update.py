@@ -152,8 +152,7 @@ def top_singular_pairs(
         groups.setdefault(sn.group_key(weight), []).append((name, sn, weight))
         pairs[name] = None
     # A model's blocks repeat shapes, and one grouped product costs about what one small product
-    # does: per-layer overhead was most of the refresh (0.040 s per step for the protocol's 48
-    # layers one at a time, 0.021 s in their 12 groups).
+    # does: per-layer overhead, not arithmetic, dominates a refresh layer by layer.
     for members in groups.values():
         names, norms, raw = zip(*members)
         sn = norms[0]
@@ -191,8 +190,8 @@ def update_spectral_norms(
     call this before evaluating log-likelihoods or inverting, where the Lipschitz bound has to
     hold. Power iteration converges at the rate ``(sigma_2 / sigma_1)^2``, which is near 1 for
     the clustered spectra of random convolutions: there a "sigma stopped changing" rule stops
-    0.2-0.3% below ``sigma_1`` (measured on 3x3 convs), and the layer's norm then exceeds
-    ``coeff``. This runs restarted Lanczos on ``A^T A`` instead (:func:`top_singular_pairs`),
+    below ``sigma_1``, and the layer's norm then exceeds ``coeff``. This runs restarted Lanczos on
+    ``A^T A`` instead (:func:`top_singular_pairs`),
     in float64, from the current ``v``, to a Ritz residual of at most ``(atol + rtol * sigma) *
     sigma`` (an eigenvalue of ``A^T A`` lies that close to ``theta = sigma^2``, so ``sigma`` is
     within about ``(atol + rtol * sigma) / 2``) or ``max_iter`` products in all. Then ``v`` is

@@ -93,7 +93,7 @@ class ResidualFlow(FlowModel):
         init_actnorm: an ``ActNorm`` before the first block (after the logit transform and the
             initial squeeze), as Residual Flows has.
         channels_last: keep conv weights and feature maps in NHWC layout, which oneDNN's CPU
-            convolutions run about 12% faster than NCHW in a training step.
+            convolutions run faster than NCHW.
         branch: ``resnet`` (chains of convs) or ``densenet`` (i-DenseNet: ``dense_depth`` dense
             layers of ``dense_growth`` channels, learnable concatenation if ``learnable_concat``).
         fc_branch: the same for the fully connected blocks (None: as ``branch``); dense ones grow
