@@ -44,11 +44,14 @@ def test_inverse_sample_and_reconstruct_keep_the_model_and_the_random_stream(tra
     x_back = model.inverse(z)
     assert (x_back - x).abs().max() < 1e-4
     _assert_unchanged(model, state, "inverse")
-    model.sample(16)
-    _assert_unchanged(model, state, "sample")
     assert (model.reconstruct(x) - x).abs().max() < 1e-4
     _assert_unchanged(model, state, "reconstruct")
     assert torch.equal(torch.get_rng_state(), rng)
+    same = model.sample(16, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(torch.get_rng_state(), rng)  # a generator's draw leaves the global stream alone
+    assert torch.equal(model.sample(16, generator=torch.Generator().manual_seed(3)), same)
+    assert not torch.equal(model.sample(16), model.sample(16))  # without one, successive draws differ
+    _assert_unchanged(model, state, "sample")
     assert model.training == train and all(m.training == train for m in model.modules())
 
 

@@ -180,21 +180,25 @@ class FlowModel(Flow):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``f^-1(z)``; with a context, ``n == len(context)``, one sample per row.
-        Changes nothing in the model and leaves the global random stream where it was.
+        Changes nothing in the model; the prior's draw is the only use of randomness.
 
         ``temperature`` scales the prior's spread about its mean, ``z = mu + T (z_0 - mu)``: for a
-        Gaussian prior, draws from ``N(mu, T^2 Sigma)``. ``generator`` makes the draw reproducible
-        (it seeds the prior's sampling, which runs under a forked global generator).
+        Gaussian prior, draws from ``N(mu, T^2 Sigma)``. Without ``generator`` the draw comes from
+        the global random stream, as ``torch.distributions`` draws do, so successive calls differ;
+        ``generator`` makes it reproducible and leaves the global stream where it was (it seeds
+        the prior's sampling under a forked global generator).
         """
         if context is not None and n != len(context):
             raise ValueError(f"with a context, n must equal its number of rows ({len(context)}), got n={n}.")
         check_context(context, n, self.conditional, self.context_spec, _device(self), _dtype(self))
         prior = self.prior_distribution(context)
         shape = (n,) if prior.batch_shape == () else ()
-        with kept_state(self):
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
+        if generator is None:
             z = prior.sample(shape)
+        else:
+            with torch.random.fork_rng(devices=[generator.device] if generator.device.type == "cuda" else []):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
+                z = prior.sample(shape)
         if temperature != 1.0:
             z = prior.mean + temperature * (z - prior.mean)
         return self.inverse(z, context)
