@@ -1,10 +1,9 @@
 """Correctness checks for a CUDA machine, before its benchmark figures are trusted.
 
 Usage: ``python scripts/cuda_check.py`` on a machine with a GPU. Prints one JSON line and exits 1
-if a check fails. It checks what the CPU test suite cannot reach: LipSwish's fused formulas
-compiled for the GPU (Triton) against their PyTorch form, LipSwish's hand-written first and
-second derivatives on the GPU (``gradgradcheck`` in float64, fused), and a protocol model that
-trains a step and inverts on the GPU.
+if a check fails. It checks what the CPU test suite cannot reach: LipSwish's first and second
+derivatives on the GPU (``gradgradcheck`` in float64), and a protocol model that trains a step
+and inverts on the GPU.
 """
 
 import json
@@ -16,26 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from iresnet.lipschitz import LipSwish
-from iresnet.ops import lipswish as kernels
 from iresnet.metrics import bits_per_dim
-
-
-def fused_kernels(device: torch.device) -> float:
-    """Largest relative difference between the compiled and the eager LipSwish formulas."""
-    x = (3 * torch.randn(32, 64, 28, 28, device=device)).contiguous(memory_format=torch.channels_last)
-    beta = torch.rand(64, 1, 1, device=device) + 0.3
-    grad, gg = torch.randn_like(x), torch.randn_like(x)
-    cases = [
-        (kernels.lipswish_and_slope, (x, beta)),
-        (kernels.lipswish_beta_grad, (grad, x, beta)),
-        (kernels.lipswish_slope_grads, (gg, grad, x, beta)),
-    ]
-    worst = 0.0
-    for kernel, args in cases:
-        for a, b in zip(torch.utils._pytree.tree_leaves(kernel(*args)), torch.utils._pytree.tree_leaves(kernel.eager(*args))):
-            worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
-        assert not kernel.failures, kernel.failures
-    return worst
 
 
 def lipswish_derivatives(device: torch.device) -> bool:
@@ -68,14 +48,12 @@ def main() -> int:
     result = {
         "device_name": torch.cuda.get_device_name(device),
         "torch": torch.__version__,
-        "fused_kernels_max_rel_diff": fused_kernels(device),
         "lipswish_gradgradcheck": lipswish_derivatives(device),
         **protocol_model(device),
     }
     ok = (
-        result["fused_kernels_max_rel_diff"] < 1e-5 and result["lipswish_gradgradcheck"]
-        and result["grads_finite"] and result["inversion_max_abs_error"] < 1e-4
-    )  # fmt: skip
+        result["lipswish_gradgradcheck"] and result["grads_finite"] and result["inversion_max_abs_error"] < 1e-4
+    )
     print(json.dumps({**result, "ok": ok}))
     return 0 if ok else 1
 

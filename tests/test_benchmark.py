@@ -3,13 +3,20 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from reliability import assert_user_error, call_main
 
+from iresnet.bench import memory
+from iresnet.bench.reference import load_reference
+from iresnet.bench.report import markdown
 from iresnet.cli.bench import bench
 from iresnet.cli.train import build_module
 from iresnet.flows import ActNorm
+
+REFERENCE_FILE = Path(__file__).parents[1] / "docs" / "reference" / "residual-flows-mnist5k-cpu.json"
 
 
 def test_protocol_config_is_the_protocol(compose_config):
@@ -30,7 +37,8 @@ def test_protocol_config_is_the_protocol(compose_config):
     optim = cfg.optim
     adam = optim.optimizer
     assert (adam._target_, adam.lr, list(adam.betas), optim.warmup_iters) == ("torch.optim.Adam", 1e-3, [0.9, 0.99], 200)
-    assert (optim.ema_decay, optim.ema_warmup, optim.spectral_norm_lanczos_steps) == (0.999, True, 5)
+    module = cfg.module
+    assert (module.ema_decay, module.ema_warmup, module.spectral_norm_lanczos_steps) == (0.999, True, 5)
     assert (cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm, cfg.trainer.max_epochs) == (
         1.0, "norm", 5)  # fmt: skip
 
@@ -46,16 +54,18 @@ def _smoke(compose_config, sections, *overrides):
     return compose_config("bench", ["profile=smoke", f"sections=[{','.join(sections)}]", *overrides])
 
 
+@pytest.mark.slow
 def test_smoke_run_reports_every_section(compose_config, tmp_path, capsys):
     out, md = tmp_path / "results.json", tmp_path / "table.md"
     sections = ["train", "memory", "eval", "inversion", "logdet", "spectral", "samples"]  # ddp: test_smoke_ddp
-    bench(_smoke(compose_config, sections, f"out={out}", f"md={md}"))
+    bench(_smoke(compose_config, sections, f"out={out}", f"md={md}", f"reference={REFERENCE_FILE}"))
     report = json.loads(out.read_text())
     assert md.read_text() in capsys.readouterr().out
     assert report["protocol"] == "mnist5k-bench" and set(report["sections"]) == set(sections)
     env = report["environment"]
     assert env["cpu_count"] >= 1 and env["threads"] >= 1 and env["torch"] and env["device"] == "cpu"
-    assert report["reference"]["train_images_per_s"] == 34.0
+    assert report["reference"] == json.loads(REFERENCE_FILE.read_text())
+    assert "Reference rows: public Residual Flows" in md.read_text()
     s = report["sections"]
 
     (train,) = s["train"]
@@ -96,9 +106,9 @@ def test_smoke_ddp(compose_config):
 
 def test_protocol_overrides_in_the_documented_form(compose_config):
     # What the docs show: each override of the protocol quoted inside the list.
-    cfg = compose_config("bench", ['protocol=["model.hidden_channels=32","optim.spectral_norm_lanczos_steps=0"]'])
+    cfg = compose_config("bench", ['protocol=["model.hidden_channels=32","module.spectral_norm_lanczos_steps=0"]'])
     train_cfg = compose_config("train", ["experiment=mnist5k_bench", *cfg.protocol])
-    assert (train_cfg.model.hidden_channels, train_cfg.optim.spectral_norm_lanczos_steps) == (32, 0)
+    assert (train_cfg.model.hidden_channels, train_cfg.module.spectral_norm_lanczos_steps) == (32, 0)
 
 
 @pytest.mark.slow
@@ -125,11 +135,46 @@ def test_peak_memory_is_the_child_process_own():
 @pytest.mark.parametrize(
     "override, message",
     [("sections=[train,nope]", "unknown section"), ("train.variants=[series-x]", "unknown train.variants"),
-     ("memory.modes=[fast]", "unknown memory.modes")],
+     ("memory.modes=[fast]", "unknown memory.modes"), ("reference=no/such.json", "no such file")],
 )  # fmt: skip
 def test_unknown_names_are_user_errors(tmp_path, override, message):
-    done = subprocess.run(
-        ["iresnet-bench", "profile=smoke", override, f"paths.log_dir={tmp_path}"], capture_output=True, text=True
-    )
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
-    assert done.stderr.strip().count("\n") == 0  # one line
+    code, stderr = call_main("bench", "profile=smoke", override, f"paths.log_dir={tmp_path}")
+    assert_user_error(code, stderr, message)
+
+
+def test_reference_figures_come_from_the_file_or_not_at_all(tmp_path):
+    assert load_reference(None) == {}
+    assert load_reference(REFERENCE_FILE)["train_images_per_s"] > 0
+    for text, message in [("{", "is not JSON"), ("[1, 2]", "holds a JSON list"), ('{"speed": 1}', "names none")]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_reference(tmp_path / "bad.json")
+
+
+def _report(reference: dict) -> dict:
+    """A report with one train row, as the suite writes it."""
+    row = {"variant": "roulette", "batch_size": 64, "threads": 2, "timed_steps": 3, "step_s": 1.0,
+           "step_s_median": 1.0, "images_per_s": 64.0, "peak_rss_mib": None, "peak_cuda_mib": None}  # fmt: skip
+    env = {"device_name": "cpu", "device": "cpu", "cpu_count": 2, "threads": 2, "torch": "2", "iresnet": "0",
+           "git": "abc", "load_average": [0.0], "time": "now"}  # fmt: skip
+    settings = {"protocol": []}
+    return {"protocol": "mnist5k-bench", "environment": env, "settings": settings, "seconds": 1.0,
+            "reference": reference, "sections": {"train": [row]}}  # fmt: skip
+
+
+def test_report_has_reference_rows_only_with_figures():
+    without = markdown(_report({}))
+    assert "reference" not in without.lower()
+    partial = markdown(_report({"source": "the peer", "machine": "a laptop", "train_images_per_s": 12.5}))
+    assert "Reference rows: the peer, measured on a laptop." in partial
+    ours, theirs = [line for line in partial.splitlines() if line.startswith("| r")]
+    assert ours.endswith("| 64 | – |")  # no RSS on this platform: "–", not a crash
+    assert theirs == "| reference (roulette) | – | – |  |  |  | 12.5 | – |"  # figures the file lacks: "–"
+
+
+def test_peak_memory_falls_back_without_proc_or_resource(monkeypatch, tmp_path):
+    """Windows has neither /proc nor the resource module: no figure, no crash."""
+    monkeypatch.setattr(memory, "_STATUS", tmp_path / "no-status")
+    assert memory.peak_rss_mib() > 0  # ru_maxrss where resource exists
+    monkeypatch.setattr(memory, "resource", None)
+    assert memory.peak_rss_mib() is None and memory.current_rss_mib() is None

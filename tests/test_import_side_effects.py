@@ -34,7 +34,6 @@ print(json.dumps({
     "changed": sorted(k for k in before if before[k] != after[k]),
     "compilers": sorted(m for m in COMPILERS if m in sys.modules and m not in compilers_before),
     "iresnet_libraries": sorted({path for path in loaded if "iresnet" in path or "torch_extensions" in path}),
-    "operators": hasattr(torch.ops.iresnet, "lipswish_and_slope"),
 }))
 """
 
@@ -48,6 +47,6 @@ def test_importing_every_module_changes_nothing_and_compiles_nothing(tmp_path):
     rooms = {name.split(".")[1] for name in result["modules"]}
     assert {"cli", "bench", "ops", "lipschitz", "training", "runtime"} <= rooms  # every room was imported
     assert result["changed"] == []  # warning filters, threads, precision flags, environment, collector
-    assert result["compilers"] == [] and result["iresnet_libraries"] == [] and not result["operators"]
+    assert result["compilers"] == [] and result["iresnet_libraries"] == []
     assert not extensions.exists()  # nothing built
 

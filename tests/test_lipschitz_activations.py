@@ -1,8 +1,4 @@
-"""LipSwish and CLipSwish are 1-Lipschitz; the activation factory; the fused kernels."""
-
-import os
-import shutil
-import warnings
+"""LipSwish and CLipSwish are 1-Lipschitz; the activation factory."""
 
 import pytest
 import torch
@@ -10,7 +6,6 @@ from torch import nn
 
 from iresnet.lipschitz import CLipSwish, LipSwish, activation_channel_multiplier, get_activation
 from iresnet.lipschitz.activations import CLIPSWISH_SCALE
-from iresnet.ops import lipswish as kernels
 from iresnet.ops.lipswish import LIPSWISH_SCALE
 
 
@@ -88,92 +83,3 @@ def test_unknown_activation_lists_valid_names():
         get_activation("tanh")
     with pytest.raises(ValueError, match="unknown activation"):
         activation_channel_multiplier("swish")
-
-
-def test_lipswish_hand_written_derivatives_match_autograd_to_second_order():
-    """The fused LipSwish agrees with autograd of x*sigmoid(beta x)/1.1 in value, first and second derivatives."""
-    from iresnet.ops.lipswish import _LipSwishFunction
-
-    torch.manual_seed(0)
-    x = torch.randn(3, 4, 2, 2, dtype=torch.float64, requires_grad=True)
-    for beta in (torch.rand(1, 4, 1, 1, dtype=torch.float64) + 0.3, torch.rand(1, dtype=torch.float64) + 0.3):
-        beta.requires_grad_()
-        assert torch.autograd.gradcheck(_LipSwishFunction.apply, (x, beta))
-        assert torch.autograd.gradgradcheck(_LipSwishFunction.apply, (x, beta))
-        reference = x * torch.sigmoid(beta * x) / 1.1
-        torch.testing.assert_close(_LipSwishFunction.apply(x, beta), reference)
-
-
-def test_lipswish_skips_unrequested_beta_gradient_but_keeps_requested_one():
-    torch.manual_seed(0)
-    act = LipSwish(3).double()
-    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    y = act(x)
-    v = torch.randn_like(y)
-    (gx,) = torch.autograd.grad(y, x, v, retain_graph=True)
-    gx_ref, gb_ref = torch.autograd.grad(x * torch.sigmoid(act.beta.view(1, -1, 1, 1) * x) / 1.1, (x, act.raw_beta), v)
-    torch.testing.assert_close(gx, gx_ref)
-    (gb,) = torch.autograd.grad(y, act.raw_beta, v)
-    torch.testing.assert_close(gb, gb_ref)
-
-
-def _fused_kernels():
-    return [kernels.lipswish_and_slope, kernels.lipswish_beta_grad, kernels.lipswish_slope_grads]
-
-
-_NO_COMPILER = not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
-
-
-@pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")) or _NO_COMPILER, reason="no compilation here")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_lipswish_kernels_compile_and_match_their_eager_formulas(dtype):
-    """The compiled route (other devices than the CPU), run here on CPU tensors."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()  # other tests' variants count towards torch's recompile limit
-    counters.clear()
-    torch.manual_seed(0)
-    x = (3 * torch.randn(5, 6, 7, 7, dtype=dtype)).contiguous(memory_format=torch.channels_last)
-    beta = torch.rand(1, 6, 1, 1, dtype=dtype) + 0.3
-    grad, gg = torch.randn_like(x), torch.randn_like(x)
-    inputs = {0: (x, beta), 1: (grad, x, beta), 2: (gg, grad, x, beta)}
-    for i, kernel in enumerate(_fused_kernels()):
-        fused_out, eager_out = kernel.compiled(*inputs[i]), kernel.eager(*inputs[i])
-        assert not kernel.failures, kernel.failures
-        assert counters["stats"]["unique_graphs"] == i + 1  # compiled, not run eagerly
-        for a, b in zip(torch.utils._pytree.tree_leaves(fused_out), torch.utils._pytree.tree_leaves(eager_out)):
-            torch.testing.assert_close(a, b)
-
-
-def test_fused_formula_falls_back_to_eager_once_with_a_warning():
-    from iresnet.ops.fusion import fused
-
-    @fused()
-    def data_dependent(x):
-        # A Python branch on a value: fullgraph compilation refuses it.
-        return x * 2 if x.sum().item() > 0 else x
-
-    x = torch.ones(3)
-    with pytest.warns(RuntimeWarning, match="running it eagerly"):
-        torch.testing.assert_close(data_dependent(x), 2 * x)
-    assert data_dependent.failures
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        torch.testing.assert_close(data_dependent(-x), -x)  # eager from now on, silently
-
-
-@pytest.mark.skipif(_NO_COMPILER or os.environ.get("IRESNET_NATIVE") == "0", reason="no native code here")
-def test_lipswish_runs_its_cpu_operators_in_training_mode_only_and_never_compiles_on_the_cpu():
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    act = LipSwish(3)
-    x = torch.randn(4, 3, 5, 5, requires_grad=True)
-    for training, operators in ((False, set()), (True, {"iresnet::lipswish_and_slope", "iresnet::lipswish_beta_grad"})):
-        act.train(training)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-            torch.autograd.grad(act(x), (x, act.raw_beta), torch.randn_like(x))
-        # the operators are ordinary torch.library operators: the profiler sees them
-        assert {e.name for e in profile.events() if e.name.startswith("iresnet::")} == operators
-    assert counters["stats"]["unique_graphs"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,8 +111,9 @@ def test_batched_vector_jacobian_products_match_one_row_at_a_time(channels, chan
     torch.testing.assert_close(vjp(out, x, rows, create_graph=False), looped)
 
 
-def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
-    """A VJP w.r.t. the input must not compute the weight gradient (the estimators take many)."""
+def test_a_product_with_respect_to_the_input_skips_the_weight_gradient_and_vice_versa(monkeypatch):
+    """The estimators take many products w.r.t. the input alone; the parameters' gradients are
+    a node of their own, which autograd runs only when they are wanted."""
     calls = []
     original = torch.ops.aten.convolution_backward
 
@@ -124,8 +127,19 @@ def test_vector_jacobian_product_skips_the_weight_gradient(monkeypatch):
     x = torch.randn(4, 2, 5, 5, requires_grad=True)
     out = conv(x)
     calls.clear()  # the spectral norm's power iteration applies the adjoint in the forward pass
-    torch.autograd.grad(out.sum(), x)
+    torch.autograd.grad(out.sum(), x, retain_graph=True)
     assert calls == [[True, False, False]]
+    calls.clear()
+    torch.autograd.grad(out.sum(), conv.parametrizations.weight.original)
+    assert calls == [[False, True, False]]
+
+
+def test_one_channel_path_is_for_cpu_tensors_only():
+    from iresnet.ops.conv import _one_channel
+
+    conf = ((1, 1), (1, 1), (1, 1))
+    assert _one_channel(torch.empty(1, 4, 3, 3), conf)
+    assert not _one_channel(torch.empty(1, 4, 3, 3, device="meta"), conf)  # elsewhere F.conv2d
 
 
 def test_residual_flow_gradients_match_plain_convolutions(monkeypatch):
@@ -153,3 +167,19 @@ def test_residual_flow_gradients_match_plain_convolutions(monkeypatch):
 def test_unsupported_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="torch.nn.Conv2d"):
         Conv2d(2, 4, 3, **kwargs)
+
+
+@pytest.mark.skipif(bool(os.environ.get("TORCHDYNAMO_DISABLE")), reason="compilation turned off")
+def test_compiles_with_fullgraph_and_equals_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(Conv2d(2, 4, 3, padding=1), torch.nn.SiLU(), Conv2d(4, 1, 3, padding=1)).eval()
+    compiled = torch.compile(module, fullgraph=True)
+    x = torch.randn(3, 2, 6, 6, requires_grad=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x))
+    out, eager = compiled(x), module(x)
+    torch.testing.assert_close(out, eager)
+    inputs = [x, *module.parameters()]
+    for a, b in zip(torch.autograd.grad(out.sum(), inputs), torch.autograd.grad(eager.sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -17,9 +17,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
-from reliability import TINY, compose_in, run_script, script, script_env, train_tiny
+from reliability import TINY, run_script, script, script_env, train_tiny
 
 import iresnet.cli.train as train_cli
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.train import train
 from iresnet.training.checkpoint import CheckpointError, read_checkpoint
 from iresnet.training.rng import rng_states, set_rng_states
@@ -59,7 +60,7 @@ def test_resume_restores_optimizer_ema_spectral_norms_and_rng(tmp_path, monkeypa
     assert saved["global_step"] == 4 and "rng_states" in saved
 
     monkeypatch.setattr(train_cli, "build_trainer", _with_capture(train_cli.build_trainer))
-    cfg = compose_in("train", [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=2", "~logger",
+    cfg = compose("train", [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=2", "~logger",
                                f"ckpt_path={ckpt_path}", "test=false"], tmp_path / "second")  # fmt: skip
     train(cfg)
     seen = CaptureResumedState.seen
@@ -89,10 +90,10 @@ def _with_capture(build_trainer):
 
 
 def test_resume_true_needs_a_run_with_last_ckpt(tmp_path):
-    cfg = compose_in("train", [*TINY, "resume=true"], tmp_path / "empty_run")
+    cfg = compose("train", [*TINY, "resume=true"], tmp_path / "empty_run")
     with pytest.raises(CheckpointError, match=r"resume=true found no checkpoints/last.ckpt.*run_dir="):
         train(cfg)
-    cfg = compose_in("train", [*TINY, "resume=true", "ckpt_path=x.ckpt"], tmp_path / "run")
+    cfg = compose("train", [*TINY, "resume=true", "ckpt_path=x.ckpt"], tmp_path / "run")
     with pytest.raises(ValueError, match="either resume=true"):
         train(cfg)
 
@@ -165,7 +166,7 @@ def test_only_global_rank_zero_sets_the_log_aside_and_removes_stale_files_under_
     # The trainer sets the process's rank for Lightning's rank_zero_only; restored after the test.
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     monkeypatch.setattr(pl.Trainer, "fit", lambda *args, **kwargs: (_ for _ in ()).throw(_FitReached()))
-    cfg = compose_in("train", [*TINY, "trainer=ddp_cpu", "trainer.devices=2", "resume=true"], run)
+    cfg = compose("train", [*TINY, "trainer=ddp_cpu", "trainer.devices=2", "resume=true"], run)
     with pytest.raises(_FitReached):
         train(cfg)
     if rank == 0:

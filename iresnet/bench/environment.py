@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 import iresnet
-from iresnet.ops.extension import failures, load_extension
 from iresnet.runtime import preloaded_allocator
 
 
@@ -52,8 +51,5 @@ def environment(device: torch.device) -> dict[str, object]:
         "platform": platform.platform(),
         "iresnet": iresnet.__version__,
         "git": git_commit(),
-        # whether LipSwish's C++ operators run (else PyTorch code, slower), and why not
-        "native_lipswish": load_extension("lipswish"),
-        "native_failure": failures.get("lipswish"),
         "preloaded_allocator": preloaded_allocator(),
     }

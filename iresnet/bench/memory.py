@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 from pathlib import Path
 
 import torch
+
+try:
+    import resource  # Unix only
+except ImportError:
+    resource = None
 
 _STATUS = Path("/proc/self/status")
 
@@ -21,17 +25,19 @@ def _status_kib(field: str) -> float | None:
     return None
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB.
+def peak_rss_mib() -> float | None:
+    """Peak resident set size of this process so far, MiB; None where the platform reports none.
 
     Linux's ``VmHWM``, the high-water mark of this process's own memory. ``ru_maxrss`` is
-    the fallback elsewhere: on Linux a child started by ``subprocess`` inherits its parent's
-    peak in ``ru_maxrss`` (exec keeps it), so a child of a large process (a test runner)
-    would report the parent's peak instead of its own.
+    the fallback on other Unix systems: on Linux a child started by ``subprocess`` inherits its
+    parent's peak in ``ru_maxrss`` (exec keeps it), so a child of a large process (a test runner)
+    would report the parent's peak instead of its own. Windows has neither: reports show "–".
     """
     hwm = _status_kib("VmHWM")
     if hwm is not None:
         return hwm / 1024
+    if resource is None:
+        return None
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB on Linux
 

@@ -1,4 +1,9 @@
-"""The JSON report as markdown tables, one per section, with the reference numbers beside ours."""
+"""The JSON report as markdown tables, one per section, with the reference's figures beside ours.
+
+The reference's figures are the report's ``reference`` dict, read from the JSON file the
+``bench`` config's ``reference`` names (see :func:`iresnet.bench.reference.load_reference`); with
+none, the tables have no reference rows, and a figure the file lacks shows as "–".
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ def _mib(row: dict) -> object:
 def _train(rows: list[dict], ref: dict) -> str:
     body = [[r["variant"], r["batch_size"], r["threads"], r["timed_steps"], r["step_s"], r["step_s_median"],
              r["images_per_s"], _mib(r)] for r in rows]  # fmt: skip
-    body.append(["reference (roulette)", 64, 2, "", "", "", ref["train_images_per_s"], ref["peak_rss_mib"]])
+    if ref:
+        body.append(["reference (roulette)", ref.get("batch_size"), ref.get("threads"), "", "", "",
+                     ref.get("train_images_per_s"), ref.get("peak_rss_mib")])  # fmt: skip
     return table(["variant", "batch", "threads", "timed steps", "s/step", "median s/step", "images/s", "peak MiB"],
                  body)  # fmt: skip
 
@@ -47,8 +54,9 @@ def _eval(result: dict, ref: dict) -> str:
         r = result[name]
         rows.append([name, r["estimator"], r["images"], r["seconds"], 1000 * r["seconds"] / r["images"],
                      f"{r['bpd']:.4f} ± {r['bpd_se']:.4f}"])  # fmt: skip
-    rows.append(["reference", "20 exact + roulette", 1000, ref["eval_seconds_1000_images"],
-                 ref["eval_seconds_1000_images"], ""])  # fmt: skip
+    if ref:
+        rows.append(["reference", "20 exact + roulette", 1000, ref.get("eval_seconds_1000_images"),
+                     ref.get("eval_seconds_1000_images"), ""])  # fmt: skip
     ha = result["high_accuracy"]
     return (
         f"{result['model']} (EMA warm-up: {_fmt(result['ema_warmup'])}); high accuracy minus standard on the "
@@ -60,9 +68,9 @@ def _eval(result: dict, ref: dict) -> str:
 def _inversion(rows: list[dict], ref: dict) -> str:
     body = [[r["coeff"], r["solver"], r["images"], r["atol"], r["seconds"], r["net_evals"], r["max_block_iterations"],
              r["max_abs_error"], r["converged"]] for r in rows]  # fmt: skip
-    body.append(
-        ["reference", "", 64, "", ref["invert_64_images_seconds"], "", "", ref["invert_64_images_max_abs_error"], ""]
-    )
+    if ref:
+        body.append(["reference", "", 64, "", ref.get("invert_64_images_seconds"), "", "",
+                     ref.get("invert_64_images_max_abs_error"), ""])  # fmt: skip
     return table(["coeff", "solver", "images", "atol", "seconds", "net evals", "max iters/block", "max-abs error",
                   "converged"], body)  # fmt: skip
 
@@ -106,9 +114,11 @@ def _full(r: dict, ref: dict) -> str:
         ["ours", r["epochs"], r["steps"], r["wall_s"], r["images_per_s"], r["peak_rss_mib"],
          f"{r['test_bpd_raw']:.4f} ± {r['test_bpd_raw_se']:.4f}",
          f"{r['test_bpd_ema']:.4f} ± {r['test_bpd_ema_se']:.4f}", r["ema_warmup"], inversion],
-        ["reference", ref["epochs"], ref["steps"], "", ref["train_images_per_s"], ref["peak_rss_mib"],
-         ref["test_bpd_raw"], ref["test_bpd_ema"], False, f"{ref['inversion_raw_max_abs_error']:.1e}"],
     ]  # fmt: skip
+    if ref:
+        body.append(["reference", ref.get("epochs"), ref.get("steps"), "", ref.get("train_images_per_s"),
+                     ref.get("peak_rss_mib"), ref.get("test_bpd_raw"), ref.get("test_bpd_ema"), False,
+                     ref.get("inversion_raw_max_abs_error")])  # fmt: skip
     return table(["run", "epochs", "steps", "wall s", "images/s", "peak MiB", "test bpd (raw)", "test bpd (EMA)",
                   "EMA warm-up", "inversion error (raw)"], body)  # fmt: skip
 
@@ -137,6 +147,9 @@ def markdown(report: dict) -> str:
         f"{env['torch']}, iresnet {env['iresnet']} ({env['git']}), load average {env['load_average']}, {env['time']}. "
         f"Protocol overrides: {' '.join(settings['protocol']) or 'none'}; total {report['seconds']:.0f} s.",
     ]
+    if ref := report["reference"]:
+        source, machine = ref.get("source", "unnamed"), ref.get("machine", "an unnamed machine")
+        lines += ["", f"Reference rows: {source}, measured on {machine}."]
     for name, result in report["sections"].items():
         title, render = SECTION_TABLES[name]
         lines += ["", f"## {title}", "", render(result, report["reference"])]

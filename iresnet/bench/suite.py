@@ -17,7 +17,7 @@ from iresnet.bench.environment import environment
 from iresnet.bench.evaluation import eval_estimator, evaluate, paired_difference, spread, spread_images
 from iresnet.bench.inversion import SOLVERS, invert_to_tolerance
 from iresnet.bench.logdet_accuracy import estimator_specs, logdet_accuracy
-from iresnet.bench.reference import REFERENCE
+from iresnet.bench.reference import load_reference
 from iresnet.bench.runs import run_training, series_overrides
 from iresnet.bench.settings import MEMORY_MODES, check_settings
 from iresnet.bench.spectral import spectral_accuracy
@@ -37,10 +37,12 @@ SCHEMA_VERSION = 1
 class Suite:
     """Runs the sections of the ``bench`` config ``cfg`` with modules from ``build``, writing runs
     under ``workdir``. ``cfg.<section>`` holds each section's sizes; ``cfg.protocol`` the Hydra
-    overrides of the protocol; ``cfg.runtime.threads`` the torch threads of every training run."""
+    overrides of the protocol; ``cfg.runtime.threads`` the torch threads of every training run;
+    ``cfg.reference`` the JSON file of the reference's figures (:func:`load_reference`)."""
 
     def __init__(self, cfg: DictConfig, build: Builder, workdir: Path, log: Callable[[str], None] = print):
         check_settings(cfg)
+        self.reference = load_reference(cfg.get("reference"))
         self.cfg = cfg
         self.build = build
         self.workdir = Path(workdir)
@@ -255,7 +257,7 @@ class Suite:
             "protocol": "mnist5k-bench",
             "environment": environment(self.device),
             "settings": OmegaConf.to_container(self.cfg, resolve=True),
-            "reference": REFERENCE,
+            "reference": self.reference,
             "sections": {},
             "section_seconds": {},
         }

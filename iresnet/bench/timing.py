@@ -15,7 +15,7 @@ from iresnet.bench.memory import current_rss_mib, peak_cuda_mib, peak_rss_mib
 
 
 class StepTimer(pl.Callback):
-    """Writes ``{"step_s": [...], "batch_size", "world_size", "threads", memory...}`` to ``out``.
+    """Writes ``{"step_s": [...], "batch_size", "world_size", "threads", "parameters", memory...}`` to ``out``.
 
     ``step_s[k]`` is the wall time between the ends of training batches ``k-1`` and ``k`` (for
     ``k = 0``, from the start of training): one full step, including data loading, forward,
@@ -55,6 +55,7 @@ class StepTimer(pl.Callback):
             "batch_size": self._batch_size,
             "world_size": trainer.world_size,
             "threads": torch.get_num_threads(),
+            "parameters": sum(p.numel() for p in pl_module.model.parameters()),  # the flow's, not its EMA copy's
             "rss_at_start_mib": self._rss_at_start,
             "peak_rss_mib": peak_rss_mib(),
             "peak_cuda_mib": peak_cuda_mib(pl_module.device),

@@ -52,11 +52,12 @@ def measure(spec: dict) -> dict[str, object]:
     _loss_backward(model, x)
     if on_cuda:
         torch.cuda.synchronize(device)
+    peak = peak_cuda_mib(device) if on_cuda else peak_rss_mib()
     return {
         "step_s": time.perf_counter() - start,
         "n_terms": estimator.last_n_terms,
         "peak_rss_mib": peak_rss_mib(),
-        "peak_growth_mib": (peak_cuda_mib(device) if on_cuda else peak_rss_mib()) - baseline,
+        "peak_growth_mib": None if peak is None or baseline is None else peak - baseline,  # None: no RSS (Windows)
         "peak_cuda_mib": peak_cuda_mib(device),
     }
 

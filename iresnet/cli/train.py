@@ -30,6 +30,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> FlowLig
     return FlowLightningModule(
         model=model_cfg,
         **OmegaConf.to_container(cfg.optim, resolve=True),
+        **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),
         n_bits=None if n_bins is None else int(round(math.log2(n_bins))),
         eval_logdet=cfg.get("eval_logdet"),
         sample_temperature=cfg.get("temperature", 1.0),

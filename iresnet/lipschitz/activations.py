@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from iresnet.ops.lipswish import lipswish
+from iresnet.ops.lipswish import LIPSWISH_SCALE, lipswish
 
 CLIPSWISH_SCALE = 1.004
 
@@ -50,8 +50,7 @@ class LipSwish(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # (C,) -> (C, 1, ..., 1) so it broadcasts along dim 1 of x.
         beta = self.beta.view(-1, *([1] * (x.ndim - 2)))
-        # Fused loops in training only (see iresnet.ops.lipswish.lipswish).
-        return lipswish(x, beta, fused=self.training)
+        return lipswish(x, beta)
 
 
 class CLipSwish(nn.Module):
@@ -67,7 +66,9 @@ class CLipSwish(nn.Module):
         self.lipswish = LipSwish(num_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.lipswish(x), self.lipswish(-x)], dim=1) / CLIPSWISH_SCALE
+        # f(-x) = f(x) - x / 1.1 (silu(z) - silu(-z) = z): one evaluation of f for both halves.
+        y = self.lipswish(x)
+        return torch.cat([y, y - x / LIPSWISH_SCALE], dim=1) / CLIPSWISH_SCALE
 
 
 # name -> (constructor taking num_channels, output channels per input channel)

@@ -1,11 +1,10 @@
-r"""``nn.Conv2d`` with a second derivative built from the fast first-order convolution kernels.
+r"""``nn.Conv2d`` with a second derivative built from the first-order convolution kernels.
 
 The Neumann log-det gradient differentiates a vector-Jacobian product of the residual branch,
 so every convolution is differentiated twice. PyTorch's generic double backward of a
 convolution computes the weight term as a convolution of transposed activations with a kernel
-as large as the feature map (28x28 on MNIST), which oneDNN runs slowly and only after copying
-both operands out of the channels-last layout: measured at 20% of a training step. For
-``conv(x, W)`` with output gradient ``o`` the first backward gives
+as large as the feature map, which oneDNN runs slowly. For ``conv(x, W)`` with output gradient
+``o`` the first backward gives
 
     gx = conv_transpose(o, W),      gW = <o, conv(x, .)>,      gb = sum(o),
 
@@ -17,32 +16,30 @@ and all three are bilinear, so their derivatives in directions ``(gg_x, gg_W, gg
 
 each one call of ``F.conv2d`` or ``aten.convolution_backward``.
 
-oneDNN is also slow on convolutions with a single input or output channel (the first and last
-conv of a branch on a grayscale image) wherever the result has one channel or is the weight
-gradient: 2-10x slower than a matrix product against the wide side in its channels-last layout
-(measured on 32x28x28 maps). For 'same' stride-1 convolutions with one channel on either side,
-:func:`conv_forward` (one output channel), :func:`conv_input_grad` (one input channel) and
-:func:`conv_weight_grad` take that path: ``unfold`` or ``fold`` on the one-channel side (k*k
-channels, cheap) around one product against the wide side: a batched matrix product for the
-weight gradients, a 1x1 convolution with k*k output channels for the other two (a matrix product
-there would have only k*k columns, which GEMM runs 4x slower); the other cases stay with oneDNN.
-The one-channel ``unfold`` is one copy of the padded map's k x k windows (:func:`_unfold`) and
-``fold`` one ``index_add`` of the taps into the padded output (:func:`_fold`): ATen's ``im2col``
-and ``col2im`` loop over the batch one sample at a time on a single thread, 3-6x slower on a
-(32, 1, 28, 28) map and about 3% of a protocol training step.
+On the CPU, oneDNN is also slow on convolutions with a single input or output channel (the
+first and last conv of a branch on a grayscale image) wherever the result has one channel or is
+the weight gradient. For 'same' stride-1 convolutions of CPU tensors with one channel on either
+side, :func:`conv_forward` (one output channel), :func:`conv_input_grad` (one input channel) and
+:func:`conv_weight_grad` therefore take another path: an unfold or fold on the one-channel side
+(k*k channels) around one product against the wide side, a batched matrix product for the
+weight gradient and a 1x1 convolution with k*k output channels for the other two. The unfold is
+one copy of the padded map's k x k windows (:func:`_unfold`) and the fold one ``index_add`` of
+the taps into the padded output (:func:`_fold`), rather than ATen's ``im2col``/``col2im``, which
+loop over the batch one sample at a time. Other devices and cases use ``F.conv2d``.
+
+The input's and the parameters' first derivatives are autograd nodes of their own
+(:class:`_Convolution`), so the log-det estimators' products w.r.t. the input skip the weight
+gradient by autograd's own pruning.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
-
-from iresnet.ops.engine import engine_will_reach, gradient_node
 
 
 def _conv_backward(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
@@ -54,11 +51,12 @@ def _conv_backward(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mas
 
 def _one_channel(weight: Tensor, conf: tuple) -> bool:
     """Whether the unfold + matrix product path applies: a 'same' stride-1 k x k convolution
-    (k odd, k > 1) with one input or one output channel."""
+    (k odd, k > 1) of CPU tensors with one input or one output channel."""
     stride, padding, dilation = conf
     c_out, c_in, kh, kw = weight.shape
     return (
-        min(c_out, c_in) == 1
+        weight.device.type == "cpu"
+        and min(c_out, c_in) == 1
         and kh * kw > 1
         and kh % 2 == 1
         and kw % 2 == 1
@@ -77,7 +75,6 @@ def _unfold(x: Tensor, kh: int, kw: int) -> Tensor:
     return windows.permute(0, 3, 4, 1, 2).reshape(b, kh * kw, h * w)
 
 
-@functools.cache
 def _fold_targets(kh: int, kw: int, h: int, w: int, device: torch.device) -> Tensor:
     """Where :func:`_fold` adds each tap, in taps' memory order ``(pixel, tap)``: tap ``(i, j)`` of
     pixel ``(a, b)`` belongs to output pixel ``(a + i - kh // 2, b + j - kw // 2)``, which is
@@ -108,8 +105,8 @@ def _rows(t: Tensor) -> Tensor:
 def _pixelwise(t: Tensor, matrix: Tensor) -> Tensor:
     """``(B, C, H, W) x (C, K) -> (B, K, H*W)``: ``t``'s channels times ``matrix`` at every pixel.
 
-    A 1x1 convolution: for K = 9 taps oneDNN takes 0.28 ms on a (32, 64, 28, 28) channels-last
-    map where a matrix product of its rows takes 1.3 ms (a skinny GEMM)."""
+    A 1x1 convolution, which oneDNN runs faster than a matrix product of the rows with only K
+    columns (a skinny GEMM)."""
     taps = F.conv2d(t, matrix.t().reshape(*matrix.shape[::-1], 1, 1))
     # reshape, not flatten: vmap (batched vector-Jacobian products) has no rule for flatten here.
     return taps.reshape(*taps.shape[:2], -1)
@@ -150,22 +147,71 @@ def conv_weight_grad(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple) -
     return flipped.permute(0, 3, 1, 2).flip(-2, -1)
 
 
-class _Conv2dFunction(torch.autograd.Function):
+class _Convolution(torch.autograd.Function):
+    """``conv(x, W, b)`` of ``operands``, whose output gradient goes on, unchanged, to the two
+    taps: :class:`_InputGradient` and :class:`_ParameterGradients`.
+
+    Each tap is an autograd node of its own with edges only to what it differentiates, so
+    autograd runs it only when those gradients are wanted: the many products w.r.t. the input
+    alone that the log-det estimators take skip the weight gradient, and a backward pass to the
+    weights alone skips the input's. The tensors a tap does not differentiate come in a tuple,
+    saved rather than inputs, so the gradients it gives stay differentiable w.r.t. them.
+    """
+
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, conf: tuple) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.conf = conf
-        ctx.nodes = [gradient_node(t) if t is not None else None for t in (x, weight, bias)]
+    def forward(ctx: Any, input_tap: Tensor, parameter_tap: Tensor, operands: tuple, conf: tuple) -> Tensor:
+        x, weight, bias = operands
         return conv_forward(x, weight, bias, conf)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor):
+        return grad_out, grad_out, None, None
+
+
+def _tap_forward(ctx: Any, x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
+    """A tap's forward: saves ``(x, weight)`` and returns a zero of ``conv(x, weight)``'s shape
+    ``(B, C_out, H_out, W_out)``, without memory."""
+    ctx.save_for_backward(x, weight)
+    ctx.conf = conf
+    stride, padding, dilation = conf
+    spatial = [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(x.shape[-2:], weight.shape[-2:], stride, padding, dilation)
+    ]
+    return weight.new_zeros(()).expand(x.shape[0], weight.shape[0], *spatial)
+
+
+class _InputGradient(torch.autograd.Function):
+    """A tap of :class:`_Convolution`: its backward is the input's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, saved: tuple[Tensor], conf: tuple) -> Tensor:
+        return _tap_forward(ctx, x, *saved, conf)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor):
         x, weight = ctx.saved_tensors
-        mask = [engine_will_reach(node) for node in ctx.nodes]
-        # A node for the second derivative only when this backward pass builds a graph.
-        first_order = _Conv2dBackward.apply if torch.is_grad_enabled() else _conv_grads
-        grads = first_order(grad_out, x, weight, ctx.conf, mask)
-        return (*grads, None)
+        return _first_order(grad_out, x, weight, ctx.conf, [True, False, False])[0], None, None
+
+
+class _ParameterGradients(torch.autograd.Function):
+    """A tap of :class:`_Convolution`: its backward is the weight's and the bias's gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, bias: Tensor | None, saved: tuple[Tensor], conf: tuple) -> Tensor:
+        return _tap_forward(ctx, *saved, weight, conf)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        _, grad_w, grad_b = _first_order(grad_out, x, weight, ctx.conf, [False, *ctx.needs_input_grad[:2]])
+        return grad_w, grad_b, None, None
+
+
+def _first_order(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
+    """:func:`_conv_grads`, with a node for the second derivative only when this backward pass
+    builds a graph."""
+    return (_Conv2dBackward.apply if torch.is_grad_enabled() else _conv_grads)(grad_out, x, weight, conf, mask)
 
 
 def _conv_grads(grad_out: Tensor, x: Tensor, weight: Tensor, conf: tuple, mask: list[bool]):
@@ -224,4 +270,9 @@ class Conv2d(nn.Conv2d):
             )
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return _Conv2dFunction.apply(x, weight, bias, (self.stride, self.padding, self.dilation))
+        conf = (self.stride, self.padding, self.dilation)
+        if not torch.is_grad_enabled():  # e.g. fixed-point inversion: nothing to differentiate
+            return conv_forward(x, weight, bias, conf)
+        input_tap = _InputGradient.apply(x, (weight,), conf)
+        parameter_tap = _ParameterGradients.apply(weight, bias, (x,), conf)
+        return _Convolution.apply(input_tap, parameter_tap, (x, weight, bias), conf)
