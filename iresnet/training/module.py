@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from iresnet.lipschitz import lipschitz_report, update_spectral_norms
+from iresnet.lipschitz import LipschitzReport, lipschitz_report, update_spectral_norms
 from iresnet.metrics import bits_per_dim, mean_and_standard_error
 from iresnet.models import FlowModel
 from iresnet.training.distributed import broadcast_spectral_norms
@@ -142,6 +142,7 @@ class FlowLightningModule(pl.LightningModule):
         self.last_reconstruction: tuple[Tensor, Tensor] | None = None
         self.last_reconstruction_context: Tensor | None = None
         self.last_eval: dict[str, float] = {}
+        self._lipschitz_report: LipschitzReport | None = None
 
     # ----------------------------------------------------------------- loss
     def context_of(self, model: FlowModel, batch: tuple[Tensor, Tensor]) -> Tensor | None:
@@ -211,6 +212,7 @@ class FlowLightningModule(pl.LightningModule):
         # Here rather than in on_train_batch_end, which runs after the callbacks': a checkpoint
         # saved at the end of a batch must hold the average of the weights it holds.
         self.ema.update(self.model)
+        self._lipschitz_report = None  # the evaluation weights moved
 
     def on_train_end(self) -> None:
         # The last step's power iteration ran on each rank separately.
@@ -257,6 +259,7 @@ class FlowLightningModule(pl.LightningModule):
         # Every rank evaluates its shard with rank 0's spectral norms.
         broadcast_spectral_norms(self)
         self._val_scores, self._val_correct = [], []
+        self._lipschitz_report = None
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -286,7 +289,7 @@ class FlowLightningModule(pl.LightningModule):
         self.last_eval = {"mean": float(mean), "se": float(se), "n": int(scores.numel())}
         self.log(f"{stage}/{self.metric}", mean, prog_bar=True, rank_zero_only=True, sync_dist=False)
         self.log(f"{stage}/{self.metric}_se", se, rank_zero_only=True)
-        report = lipschitz_report(self.eval_model)
+        report = self.eval_lipschitz_report()
         self.log(f"{stage}/max_layer_sigma", report.max_layer_sigma)
         self.log(f"{stage}/bounds_below_one", float(not report.any_bound_reaches_one))
         if self._val_correct:
@@ -300,6 +303,13 @@ class FlowLightningModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    def eval_lipschitz_report(self) -> LipschitzReport:
+        """The evaluation model's :func:`~iresnet.lipschitz.lipschitz_report`, computed once per
+        validation or test (its norms are computed afresh, and the weights do not move within one)."""
+        if self._lipschitz_report is None:
+            self._lipschitz_report = lipschitz_report(self.eval_model)
+        return self._lipschitz_report
 
     def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``inverse(forward(x))`` under the evaluation model: the invertibility check."""
