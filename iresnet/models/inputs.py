@@ -130,7 +130,8 @@ def check_context(
                 f"the context must be {wanted}; got {context.dtype} of shape {tuple(context.shape)}: "
                 "pass the labels as a (B,) integer tensor, labels.long()."
             )
-        if context.numel() and (context.min() < 0 or context.max() >= spec.size):
+        # The range is read on the host, so a traced caller (torch.compile, torch.export) skips it.
+        if not torch.compiler.is_compiling() and context.numel() and (context.min() < 0 or context.max() >= spec.size):
             raise ValueError(
                 f"class labels must lie in [0, {spec.size - 1}], got values in [{int(context.min())}, "
                 f"{int(context.max())}]: the model was built for {spec.size} classes."
