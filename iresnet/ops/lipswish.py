@@ -35,7 +35,7 @@ def lipswish(x: Tensor, beta: Tensor) -> Tensor:
         return F.silu(x * beta) * (1 / (LIPSWISH_SCALE * beta))
     z = x * beta
     slope = _Slope.apply(z)
-    input_tap = _InputGradient.apply(x, slope)
+    input_tap = _InputGradient.apply(x, (slope,))
     beta_tap = _BetaGradient.apply(beta, (x,))
     return _LipSwish.apply(input_tap, beta_tap, (z, beta))
 
@@ -71,10 +71,12 @@ class _Slope(torch.autograd.Function):
 
 
 class _InputGradient(torch.autograd.Function):
-    """A tap of :class:`_LipSwish`: its backward is ``grad f'(x)``, with ``f'(x)`` saved."""
+    """A tap of :class:`_LipSwish`: its backward is ``grad f'(x)``. The slope comes in a tuple,
+    saved rather than an input: no edge to it, whose backward autograd would run on zeros."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, slope: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, saved: tuple[Tensor]) -> Tensor:
+        (slope,) = saved
         ctx.save_for_backward(slope)
         return slope.new_zeros(()).expand_as(slope)
 
