@@ -36,7 +36,7 @@ def lipswish(x: Tensor, beta: Tensor) -> Tensor:
     z = x * beta
     slope = _Slope.apply(z)
     input_tap = _InputGradient.apply(x, (slope,))
-    beta_tap = _BetaGradient.apply(beta, (x,))
+    beta_tap = _BetaGradient.apply(beta, (x, z))
     return _LipSwish.apply(input_tap, beta_tap, (z, beta))
 
 
@@ -56,7 +56,7 @@ class _LipSwish(torch.autograd.Function):
 
 class _Slope(torch.autograd.Function):
     """``f'(x) = silu'(z) / 1.1`` in one pass (ATen's ``silu_backward``), differentiable by
-    ``silu''(z) = s (1 - s) (2 + z (1 - 2 s)) / 1.1`` in plain operations."""
+    ``silu''(z) / 1.1 = s (1 - s) (2 + z (1 - 2 s)) / 1.1`` in differentiable ATen operations."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor) -> Tensor:
@@ -67,7 +67,9 @@ class _Slope(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (z,) = ctx.saved_tensors
         s = torch.sigmoid(z)
-        return grad * s * (1 - s) * (2 + z * (1 - 2 * s)) / LIPSWISH_SCALE
+        # Five passes: sigmoid_backward(grad, s) = grad s (1 - s), and the bracket by one addcmul.
+        bracket = torch.addcmul(z.new_full((), 2 / LIPSWISH_SCALE), z, torch.sub(1, s, alpha=2), value=1 / LIPSWISH_SCALE)
+        return torch.ops.aten.sigmoid_backward(grad, s) * bracket
 
 
 class _InputGradient(torch.autograd.Function):
@@ -88,16 +90,18 @@ class _InputGradient(torch.autograd.Function):
 
 class _BetaGradient(torch.autograd.Function):
     """A tap of :class:`_LipSwish`: its backward is ``beta``'s gradient, ``sum grad df/dbeta``;
-    ``x`` comes in a tuple, saved rather than an input, so the gradient stays differentiable in it."""
+    ``(x, z)`` come in a tuple, saved rather than inputs, so the gradient stays differentiable in
+    them (``z = beta x`` is the tensor :class:`_Slope` keeps, not another copy)."""
 
     @staticmethod
-    def forward(ctx: Any, beta: Tensor, saved: tuple[Tensor]) -> Tensor:
-        (x,) = saved
-        ctx.save_for_backward(x, beta)
-        return x.new_zeros(()).expand(torch.broadcast_shapes(x.shape, beta.shape))
+    def forward(ctx: Any, beta: Tensor, saved: tuple[Tensor, Tensor]) -> Tensor:
+        x, z = saved
+        ctx.save_for_backward(x, z, beta)
+        return z.new_zeros(()).expand_as(z)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):
-        x, beta = ctx.saved_tensors
-        s = torch.sigmoid(x * beta)
-        return (grad * x * x * s * (1 - s)).sum_to_size(beta.shape) / LIPSWISH_SCALE, None
+        x, z, beta = ctx.saved_tensors
+        # grad x^2 s (1 - s) = grad x z s (1 - s) / beta: four passes over the map before the sum.
+        terms = torch.ops.aten.sigmoid_backward(grad * x * z, torch.sigmoid(z))
+        return terms.sum_to_size(beta.shape) / (LIPSWISH_SCALE * beta), None
