@@ -32,7 +32,7 @@ LIPSWISH_SCALE = 1.1
 def lipswish(x: Tensor, beta: Tensor) -> Tensor:
     """``f(x)`` for ``x: (B, C, *)`` and positive ``beta`` broadcastable to it (e.g. ``(1, C, 1, 1)``)."""
     if not (torch.is_grad_enabled() and (x.requires_grad or beta.requires_grad)):
-        return F.silu(x * beta) * (1 / (LIPSWISH_SCALE * beta))
+        return F.silu(x * beta, inplace=True).mul_(1 / (LIPSWISH_SCALE * beta))  # no graph: in place
     z = x * beta
     slope = _Slope.apply(z)
     input_tap = _InputGradient.apply(x, (slope,))
