@@ -1,54 +1,44 @@
 """iresnet: invertible residual networks (i-ResNets, Residual Flows) as normalizing flows.
 
-The public API in one place; each name lives in the room that owns its concept. Names load on
-first use (PEP 562), so that ``import iresnet.cli.launch`` stays light: the command-line
-launcher picks the process's environment before torch is imported (:mod:`iresnet.cli.launch`).
+The public API in one place; each name lives in the room that owns its concept. All are imported
+plainly but ``pretrained``, which loads on first use (PEP 562): it imports Lightning (the shipped
+models are training checkpoints), which would make every ``import iresnet`` several times slower.
 """
 
-from __future__ import annotations
-
-import importlib
-import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Each public name and the room it lives in.
-_ROOMS = {
-    "iresnet.flows": (
-        "ActNorm", "ChannelsLast", "FactorOut", "Flatten", "Flow", "FlowSequential", "LogitTransform",
-        "ResidualBlock", "Squeeze",
-    ),
-    "iresnet.inverse": ("AndersonInverse", "FixedPointInverse", "InverseConvergenceError", "InverseStats"),
-    "iresnet.lipschitz": (
-        "CLipSwish", "ConditionalSequential", "ContextShift", "LipschitzDenseLayer", "LipSwish",
-        "conv_singular_values_fft", "exact_spectral_norm", "get_activation", "lipschitz_report", "spectral_norm",
-        "update_spectral_norms",
-    ),
-    "iresnet.logdet": ("ExactLogDet", "PowerSeriesLogDet", "RouletteLogDet", "exact_logdet"),
-    "iresnet.metrics": ("bits_per_dim",),
-    "iresnet.models": (
-        "ClassConditionalGaussian", "ConditionalGaussian", "DiagonalGaussian", "FlowModel", "ResidualFlow",
-        "StandardNormal", "ToyFlow",
-    ),
-    "iresnet.pretrained_models": ("pretrained",),
-}  # fmt: skip
-_ROOM_OF = {name: room for room, names in _ROOMS.items() for name in names}
+from iresnet.flows import (
+    ActNorm, ChannelsLast, FactorOut, Flatten, Flow, FlowSequential, LogitTransform, ResidualBlock, Squeeze,
+)
+from iresnet.inverse import AndersonInverse, FixedPointInverse, InverseConvergenceError, InverseStats
+from iresnet.lipschitz import (
+    CLipSwish, ConditionalSequential, ContextShift, LipschitzDenseLayer, LipSwish, conv_singular_values_fft,
+    exact_spectral_norm, get_activation, lipschitz_report, spectral_norm, update_spectral_norms,
+)
+from iresnet.logdet import ExactLogDet, PowerSeriesLogDet, RouletteLogDet, exact_logdet
+from iresnet.metrics import bits_per_dim
+from iresnet.models import (
+    ClassConditionalGaussian, ConditionalGaussian, DiagonalGaussian, FlowModel, ResidualFlow, StandardNormal, ToyFlow,
+)
 
-__all__ = sorted(_ROOM_OF)
+if TYPE_CHECKING:  # seen by type checkers and IDEs; loaded by __getattr__ at run time
+    from iresnet.pretrained_models import pretrained
+
+__all__ = [
+    "ActNorm", "AndersonInverse", "CLipSwish", "ChannelsLast", "ClassConditionalGaussian", "ConditionalGaussian",
+    "ConditionalSequential", "ContextShift", "DiagonalGaussian", "ExactLogDet", "FactorOut", "FixedPointInverse",
+    "Flatten", "Flow", "FlowModel", "FlowSequential", "InverseConvergenceError", "InverseStats", "LipSwish",
+    "LipschitzDenseLayer", "LogitTransform", "PowerSeriesLogDet", "ResidualBlock", "ResidualFlow", "RouletteLogDet",
+    "Squeeze", "StandardNormal", "ToyFlow", "bits_per_dim", "conv_singular_values_fft", "exact_logdet",
+    "exact_spectral_norm", "get_activation", "lipschitz_report", "pretrained", "spectral_norm", "update_spectral_norms",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
-    room = _ROOM_OF.get(name)
-    if room is None:
-        # A room read as an attribute (``iresnet.flows``) before anything imported it.
-        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-            return importlib.import_module(f"{__name__}.{name}")
-        raise AttributeError(f"module 'iresnet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(room), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    if name == "pretrained":
+        from iresnet.pretrained_models import pretrained
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+        return pretrained
+    raise AttributeError(f"module 'iresnet' has no attribute {name!r}")

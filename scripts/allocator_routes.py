@@ -2,14 +2,12 @@
 
 Usage: ``python scripts/allocator_routes.py [--steps 40] [--rounds 2] [--out routes.json] [-- overrides...]``.
 
-Routes (docs/benchmarks.md, "Allocator routes" and "Huge pages"): glibc on transparent huge pages
-(``runtime.malloc=hugepages``, training's default: the command restarts itself with
-``GLIBC_TUNABLES`` set to ``iresnet.runtime.HUGEPAGES_TUNABLES``, huge pages and freed blocks up
-to 32 MiB kept), plain glibc (``runtime.malloc=default``), glibc with
-``runtime.malloc=retain`` (``mallopt``: freed blocks up to 64 MiB
-are kept for reuse), and tcmalloc or jemalloc loaded with ``LD_PRELOAD``, as torch's own
-CPU launcher does (``python -m torch.backends.xeon.run_cpu``); a route whose library is not
-installed is skipped. Rounds are interleaved (every route once, then again) so that all routes
+Routes (docs/benchmarks.md, "Allocator routes" and "Huge pages"), each set in the environment the
+command starts in, as a user would: plain glibc; glibc's tunables (``GLIBC_TUNABLES``) putting
+large blocks on transparent huge pages and keeping freed blocks up to 32 MiB; the same tunables
+keeping freed blocks up to 64 MiB without huge pages; and tcmalloc or jemalloc loaded with
+``LD_PRELOAD``, as torch's own CPU launcher does (``python -m torch.backends.xeon.run_cpu``); a
+route whose library is not installed is skipped. Rounds are interleaved (every route once, then again) so that all routes
 see the same phases of a shared machine. Each run is ``iresnet-train experiment=mnist5k_bench``
 for ``--steps`` steps without the test; peak memory is the child's ``ru_maxrss`` from ``wait4``.
 Prints a markdown table and writes the JSON.
@@ -28,11 +26,16 @@ from pathlib import Path
 
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib")
 ROUTES = {
-    "glibc, huge pages (default)": ({}, ["runtime.malloc=hugepages"]),
-    "plain glibc": ({}, ["runtime.malloc=default"]),
-    "glibc, retain": ({}, ["runtime.malloc=retain"]),
-    "tcmalloc (LD_PRELOAD)": ({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}, ["runtime.malloc=default"]),
-    "jemalloc (LD_PRELOAD)": ({"LD_PRELOAD": "libjemalloc.so.2"}, ["runtime.malloc=default"]),
+    "plain glibc": {},
+    "glibc, huge pages, freed blocks up to 32 MiB kept (GLIBC_TUNABLES)": {
+        "GLIBC_TUNABLES": f"glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold={32 << 20}"
+        f":glibc.malloc.trim_threshold={64 << 20}"
+    },
+    "glibc, freed blocks up to 64 MiB kept (GLIBC_TUNABLES)": {
+        "GLIBC_TUNABLES": f"glibc.malloc.mmap_threshold={64 << 20}:glibc.malloc.trim_threshold={128 << 20}"
+    },
+    "tcmalloc (LD_PRELOAD)": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+    "jemalloc (LD_PRELOAD)": {"LD_PRELOAD": "libjemalloc.so.2"},
 }
 
 
@@ -40,10 +43,10 @@ def find_library(name: str) -> str | None:
     return next((str(Path(d) / name) for d in LIBRARY_DIRS if (Path(d) / name).exists()), None)
 
 
-def run_once(env_extra: dict[str, str], overrides: list[str], steps: int, extra: list[str]) -> dict[str, float]:
+def run_once(env_extra: dict[str, str], steps: int, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as log_dir:
         command = ["iresnet-train", "experiment=mnist5k_bench", f"trainer.max_steps={steps}", "test=false",
-                   f"paths.log_dir={log_dir}", *overrides, *extra]  # fmt: skip
+                   f"paths.log_dir={log_dir}", *extra]  # fmt: skip
         start = time.perf_counter()
         child = subprocess.Popen(command, env={**os.environ, **env_extra}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(child.pid, 0)
@@ -61,18 +64,18 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="more iresnet-train overrides (after --)")
     args = parser.parse_args()
     routes = {}
-    for name, (env, overrides) in ROUTES.items():
+    for name, env in ROUTES.items():
         if "LD_PRELOAD" in env:
             path = find_library(env["LD_PRELOAD"])
             if path is None:
                 print(f"skipping {name}: {env['LD_PRELOAD']} is not installed", file=sys.stderr)
                 continue
             env = {"LD_PRELOAD": path}
-        routes[name] = (env, overrides)
+        routes[name] = env
     results = {name: [] for name in routes}
     for round_ in range(args.rounds):
-        for name, (env, overrides) in routes.items():
-            results[name].append(run_once(env, overrides, args.steps, args.overrides))
+        for name, env in routes.items():
+            results[name].append(run_once(env, args.steps, args.overrides))
             print(f"round {round_ + 1}, {name}: {results[name][-1]}", file=sys.stderr)
     report = {"steps": args.steps, "rounds": args.rounds, "overrides": args.overrides, "routes": results}
     Path(args.out).write_text(json.dumps(report, indent=2))

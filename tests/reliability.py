@@ -16,15 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-from iresnet.cli.common import config_dir
+from iresnet.cli.compose import compose_config
 from iresnet.lipschitz import spectral_norm_modules
 from iresnet.training import AtomicCheckpointIO
 
@@ -35,47 +31,14 @@ TINY = ["model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", 
         "callbacks.sample_score.classifier_steps=20"]  # fmt: skip
 
 
-def compose_in(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """The config a console script would get, writing its run to ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        # Resolved now: ${hydra:...} would read whichever config was composed last.
-        cfg.paths.output_dir = str(output_dir)
-    GlobalHydra.instance().clear()
-    return cfg
-
-
 def train_tiny(output_dir: Path) -> Path:
-    """Trains the tiny model for 4 steps; returns its ``last.ckpt``."""
+    """Trains the tiny model for 4 steps into ``output_dir``; returns its ``last.ckpt``. Tests that
+    only read a checkpoint use the session's ``tiny_ckpt`` fixture (conftest.py) instead."""
     from iresnet.cli.train import train
 
-    train(compose_in("train", [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=1", "~logger"], output_dir))
+    overrides = [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=1", "~logger"]
+    train(compose_config("train", overrides, output_dir=output_dir))
     return output_dir / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    """A checkpoint of the tiny model after 4 steps on mnist5k (shared: read, never modify)."""
-    return train_tiny(tmp_path_factory.mktemp("tiny") / "run")
-
-
-@pytest.fixture(scope="session")
-def stiff_ckpt(tiny_ckpt) -> Path:
-    """The tiny checkpoint with raw weights x50, so every normalized layer sits at sigma = coeff and
-    inverting a block takes several fixed-point iterations (4 training steps leave g near 0)."""
-    data = torch.load(tiny_ckpt, weights_only=True)
-    for key, value in data["state_dict"].items():
-        if key.endswith("weight.original"):
-            value.mul_(50)
-    path = tiny_ckpt.with_name("stiff.ckpt")
-    torch.save(data, path)
-    return path
 
 
 def call_main(command: str, *args: str) -> tuple[int, str]:

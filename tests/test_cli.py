@@ -8,44 +8,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability import run_script
 
 from iresnet.cli.eval import evaluate
 from iresnet.cli.invert import invert
 from iresnet.cli.sample import sample
-from iresnet.cli.train import train
 
-TINY_TRAIN = [
-    "model.n_blocks=[1,1]", "model.hidden_channels=8", "model.fc_blocks=1", "trainer.limit_train_batches=4", "trainer.max_epochs=1",
-    "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=32",
-    "callbacks.sample_score.n=8", "callbacks.sample_score.classifier_steps=20", "temperature=0.8",
-]  # fmt: skip
-
-
-@pytest.fixture
-def checkpoint(compose_config, tmp_path) -> Path:
-    metrics = train(compose_config("train", TINY_TRAIN))
-    assert metrics["test/bpd"] < 20
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file()
-    return ckpt
-
-
-def test_train_writes_run_directory(checkpoint, tmp_path):
-    run = tmp_path / "run"
-    assert sorted(p.name for p in (run / "samples").glob("*.png"))
-    assert sorted(p.name for p in (run / "reconstructions").glob("*.png"))
-    metrics = json.loads((run / "metrics.json").read_text())
+def test_train_writes_run_directory(tiny_run):
+    """The session's tiny run (conftest.py): what iresnet-train leaves in a run directory."""
+    assert sorted(p.name for p in (tiny_run / "samples").glob("*.png"))
+    assert sorted(p.name for p in (tiny_run / "reconstructions").glob("*.png"))
+    assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["test/bpd_se"] > 0
-    assert (run / "csv" / "metrics.csv").is_file()
-    assert (run / "curves.png").stat().st_size > 0
+    assert (tiny_run / "csv" / "metrics.csv").is_file()
+    assert (tiny_run / "curves.png").stat().st_size > 0
     # the sample scores of the validation, beside the test images' own
     assert 0 <= metrics["samples/recognizability"] <= 1 and metrics["samples/frechet_distance"] >= 0
     assert metrics["test_images/class_entropy_ratio"] > 0
 
 
-def test_sample_scores_and_uses_the_experiments_temperature(checkpoint, compose_config, tmp_path, capsys):
+def test_sample_scores_and_uses_the_experiments_temperature(tiny_ckpt, compose_config, tmp_path, capsys):
     png = tmp_path / "scored.png"
-    samples = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=12", "score=true", f"out={png}"]))
+    samples = sample(compose_config("sample", [f"ckpt_path={tiny_ckpt}", "n=12", "score=true", f"out={png}"]))
     out = capsys.readouterr().out
     assert "temperature 0.8" in out  # the training config's, recorded in the checkpoint
     assert "recognizability" in out and "Fréchet distance" in out
@@ -54,54 +39,50 @@ def test_sample_scores_and_uses_the_experiments_temperature(checkpoint, compose_
     assert report["test_images"]["n"] == 12 and 0 < report["test_images"]["classifier_accuracy"] <= 1
 
 
-def test_sample_temperature_sweep(checkpoint, compose_config, tmp_path, capsys):
+def test_sample_temperature_sweep(tiny_ckpt, compose_config, tmp_path, capsys):
     png = tmp_path / "sweep.png"
-    cfg = compose_config("sample", [f"ckpt_path={checkpoint}", "n=6", "temperature=[0.5,1.0]", "score=true", f"out={png}"])
+    cfg = compose_config("sample", [f"ckpt_path={tiny_ckpt}", "n=6", "temperature=[0.5,1.0]", "score=true", f"out={png}"])
     samples = sample(cfg)
     assert samples.shape == (12, 1, 28, 28) and png.stat().st_size > 0
-    single = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=6", "temperature=1.0", f"out={tmp_path / '1.png'}"]))
+    single = sample(compose_config("sample", [f"ckpt_path={tiny_ckpt}", "n=6", "temperature=1.0", f"out={tmp_path / '1.png'}"]))
     assert torch.equal(samples[6:], single) and not torch.equal(samples[:6], single)  # the same draws, rescaled
     reports = json.loads(png.with_suffix(".scores.json").read_text())
     assert [r["temperature"] for r in reports] == [0.5, 1.0] and all(r["samples"]["n"] == 6 for r in reports)
     assert "temperature 0.5:" in capsys.readouterr().out
     with pytest.raises(ValueError, match="positive number or a list"):
-        sample(compose_config("sample", [f"ckpt_path={checkpoint}", "temperature=[0.5,-1]", f"out={tmp_path / 'x.png'}"]))
+        sample(compose_config("sample", [f"ckpt_path={tiny_ckpt}", "temperature=[0.5,-1]", f"out={tmp_path / 'x.png'}"]))
 
 
-def test_eval_sample_invert_from_checkpoint(checkpoint, compose_config, tmp_path):
+def test_eval_sample_invert_from_checkpoint(tiny_ckpt, compose_config, tmp_path):
     out = tmp_path / "eval.json"
-    result = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={out}", "trainer.limit_test_batches=1"]))
+    result = evaluate(compose_config("eval", [f"ckpt_path={tiny_ckpt}", f"out={out}", "trainer.limit_test_batches=1"]))
     assert json.loads(out.read_text())["mean"] == pytest.approx(result["mean"])
     assert result["n"] == 32 and 0 < result["mean"] < 20 and result["se"] > 0
     assert "RouletteLogDet" in result["estimator"] and result["weights"] == "ema"
-    raw = evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={tmp_path / 'raw.json'}", "weights=raw",
+    raw = evaluate(compose_config("eval", [f"ckpt_path={tiny_ckpt}", f"out={tmp_path / 'raw.json'}", "weights=raw",
                                            "trainer.limit_test_batches=1"]))  # fmt: skip
     assert raw["weights"] == "raw" and raw["n"] == 32 and raw["mean"] != pytest.approx(result["mean"], abs=1e-6)
     with pytest.raises(ValueError, match="weights must be 'ema'"):
-        evaluate(compose_config("eval", [f"ckpt_path={checkpoint}", f"out={tmp_path / 'x.json'}", "weights=best"]))
+        evaluate(compose_config("eval", [f"ckpt_path={tiny_ckpt}", f"out={tmp_path / 'x.json'}", "weights=best"]))
 
     png = tmp_path / "samples.png"
-    samples = sample(compose_config("sample", [f"ckpt_path={checkpoint}", "n=9", "temperature=0.8", f"out={png}"]))
+    samples = sample(compose_config("sample", [f"ckpt_path={tiny_ckpt}", "n=9", "temperature=0.8", f"out={png}"]))
     assert png.stat().st_size > 0 and samples.shape == (9, 1, 28, 28)
 
     png = tmp_path / "recon.png"
-    error = invert(compose_config("invert", [f"ckpt_path={checkpoint}", "n=8", f"out={png}"]))
+    error = invert(compose_config("invert", [f"ckpt_path={tiny_ckpt}", "n=8", f"out={png}"]))
     assert png.stat().st_size > 0 and error <= 1e-3
 
 
-def test_outputs_are_never_overwritten_silently(checkpoint, compose_config, tmp_path):
+def test_outputs_are_never_overwritten_silently(tiny_ckpt, compose_config, tmp_path):
     png = tmp_path / "samples.png"
     png.write_bytes(b"keep me")
     with pytest.raises(FileExistsError, match="overwrite=true"):
-        sample(compose_config("sample", [f"ckpt_path={checkpoint}", f"out={png}"]))
+        sample(compose_config("sample", [f"ckpt_path={tiny_ckpt}", f"out={png}"]))
     assert png.read_bytes() == b"keep me"
 
 
-def run_script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name(name)
-    return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
+@pytest.mark.slow  # the installed scripts in subprocesses; reliability's tests run the same errors in-process
 def test_user_errors_exit_2_with_one_line(tmp_path):
     missing = run_script("iresnet-sample", f"ckpt_path={tmp_path / 'nope.ckpt'}", cwd=tmp_path)
     assert missing.returncode == 2

@@ -5,8 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-from reliability import call_main, compose_in, tiny_ckpt  # noqa: F401 (a fixture)
+from reliability import call_main
 
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.eval import evaluate
 from iresnet.cli.invert import invert
 from iresnet.cli.sample import sample
@@ -22,7 +23,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def conditional_ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("conditional") / "run"
-    metrics = train(compose_in("train", ["experiment=mnist5k_conditional", *TINY, "callbacks.sample_grid.n=20"], run))
+    metrics = train(compose("train", ["experiment=mnist5k_conditional", *TINY, "callbacks.sample_grid.n=20"], run))
     assert metrics["test/bpd"] < 20
     assert (run / "samples" / "epoch_000.png").is_file()  # one row per class
     return run / "checkpoints" / "last.ckpt"
@@ -31,7 +32,7 @@ def conditional_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def hybrid_ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("hybrid") / "run"
-    metrics = train(compose_in("train", ["experiment=mnist5k_hybrid", *TINY], run))
+    metrics = train(compose("train", ["experiment=mnist5k_hybrid", *TINY], run))
     assert 0 <= metrics["test/acc"] <= 1 and metrics["test/bpd"] < 20
     return run / "checkpoints" / "last.ckpt"
 

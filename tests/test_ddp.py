@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from reliability import TINY, compose_in, run_script
+from reliability import TINY, run_script
 
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.common import config_dir
 from iresnet.cli.eval import evaluate
 from iresnet.training.checkpoint import read_checkpoint
@@ -38,7 +39,7 @@ def test_two_process_ddp_cpu_run_keeps_spectral_norms_identical(tmp_path):
     # Rank 0 wrote the checkpoint; it evaluates in one process.
     ckpt = run / "checkpoints" / "last.ckpt"
     assert read_checkpoint(ckpt)["global_step"] == 3
-    single = evaluate(compose_in("eval", [f"ckpt_path={ckpt}", "trainer.limit_test_batches=1"], tmp_path / "eval"))
+    single = evaluate(compose("eval", [f"ckpt_path={ckpt}", "trainer.limit_test_batches=1"], tmp_path / "eval"))
     assert math.isfinite(single["mean"]) and single["n"] > 0
 
 

@@ -50,10 +50,3 @@ def test_importing_every_module_changes_nothing_and_compiles_nothing(tmp_path):
     assert result["compilers"] == [] and result["iresnet_libraries"] == []
     assert not extensions.exists()  # nothing built
 
-
-def test_the_command_launcher_imports_neither_torch_nor_lightning():
-    # It may start the command afresh (runtime.malloc: hugepages); that is cheap only before torch.
-    check = "import sys, iresnet.cli.launch; print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["[]"]

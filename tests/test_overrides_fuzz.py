@@ -7,6 +7,7 @@ end with exit code 0 or with one ``error:`` line and exit code 2 (property-based
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability import call_main
@@ -52,6 +53,7 @@ def overrides(draw) -> list[str]:
     return [f"{k}={v}" for k, v in defaults.items() if k not in keys] + chosen
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("IRESNET_FUZZ_EXAMPLES", "16")), deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from reliability import (  # noqa: F401 (fixtures)
-    TINY, assert_user_error, call_main, compose_in, run_script, stiff_ckpt, tiny_ckpt,
-)  # fmt: skip
+from reliability import TINY, assert_user_error, call_main, run_script
 
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.invert import invert
 from iresnet.cli.sample import sample
 from iresnet.cli.train import build_trainer, train
@@ -79,7 +78,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, tiny_ckpt):
     with pytest.raises(CheckpointError, match="does not match the model it describes"):
         load_module(tmp_path / "mismatch.ckpt")
     # Resuming with another model config: refused before Lightning sees the file.
-    cfg = compose_in("train", [*TINY, "model.hidden_channels=16", f"ckpt_path={tiny_ckpt}"], tmp_path / "run")
+    cfg = compose("train", [*TINY, "model.hidden_channels=16", f"ckpt_path={tiny_ckpt}"], tmp_path / "run")
     with pytest.raises(CheckpointError, match=r"different model or config.*\.hydra/config\.yaml"):
         train(cfg)
 
@@ -89,7 +88,7 @@ def test_malicious_checkpoint_runs_no_code_anywhere(tmp_path, malicious_ckpt):
     with pytest.raises(CheckpointError, match=r"refused.*asks for io\.open.*Nothing from it was executed"):
         read_checkpoint(path)
     # Resuming through iresnet-train: our check refuses it first.
-    cfg = compose_in("train", [*TINY, f"ckpt_path={path}"], tmp_path / "run")
+    cfg = compose("train", [*TINY, f"ckpt_path={path}"], tmp_path / "run")
     with pytest.raises(CheckpointError, match="refused"):
         train(cfg)
     # Lightning's own resume path, as iresnet-train calls it, refuses it too.
@@ -202,7 +201,7 @@ def test_non_convergent_inversion_writes_no_image(tmp_path, stiff_ckpt, on_failu
     """Also when the checkpoint's solver only warns and returns its last iterate."""
     ckpt = _with_solver(tmp_path, stiff_ckpt, on_failure=on_failure, max_iter=1)
     out = tmp_path / "out.png"
-    cfg = compose_in(command, [f"ckpt_path={ckpt}", "n=4", f"out={out}"], tmp_path / "run")
+    cfg = compose(command, [f"ckpt_path={ckpt}", "n=4", f"out={out}"], tmp_path / "run")
     warns = pytest.warns(InverseConvergenceWarning) if on_failure == "warn" else contextlib.nullcontext()
     with warns, pytest.raises(InverseConvergenceError, match=r"residual.*max_iter"):
         {"invert": invert, "sample": sample}[command](cfg)

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from reliability import TINY, assert_user_error, call_main, compose_in, tiny_ckpt  # noqa: F401
+from reliability import TINY, assert_user_error, call_main
 from torchvision.io import write_png
 
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.eval import evaluate
 from iresnet.cli.images import read_images
 from iresnet.cli.invert import invert
@@ -80,10 +81,10 @@ def test_bad_image_paths_are_named(tmp_path):
 
 def test_eval_on_images_matches_eval_on_the_same_test_digits(tmp_path, tiny_ckpt, digits):
     """images= is dequantized exactly as the data modules dequantize evaluation batches."""
-    split = evaluate(compose_in("eval", [f"ckpt_path={tiny_ckpt}", "trainer.limit_test_batches=1",
+    split = evaluate(compose("eval", [f"ckpt_path={tiny_ckpt}", "trainer.limit_test_batches=1",
                                          "data=mnist5k", "data.eval_batch_size=32"], tmp_path / "split"))  # fmt: skip
     images = _save(tmp_path / "digits.npy", digits)
-    own = evaluate(compose_in("eval", [f"ckpt_path={tiny_ckpt}", f"images={images}", "batch_size=32"],
+    own = evaluate(compose("eval", [f"ckpt_path={tiny_ckpt}", f"images={images}", "batch_size=32"],
                               tmp_path / "own"))  # fmt: skip
     assert own["n"] == split["n"] == 32 and own["split"] == "images"
     assert own["mean"] == pytest.approx(split["mean"], abs=1e-5)
@@ -96,7 +97,7 @@ def test_invert_on_a_picture_folder(tmp_path, tiny_ckpt, digits):
     for i, image in enumerate(digits[:4]):
         write_png(image, str(folder / f"{i}.png"))
     out = tmp_path / "recon.png"
-    cfg = compose_in("invert", [f"ckpt_path={tiny_ckpt}", f"images={folder}", f"out={out}"], tmp_path / "r")
+    cfg = compose("invert", [f"ckpt_path={tiny_ckpt}", f"images={folder}", f"out={out}"], tmp_path / "r")
     assert invert(cfg) < 1e-3
     assert out.stat().st_size > 0
 

@@ -6,9 +6,10 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from reliability import TINY, assert_user_error, call_main, compose_in, stiff_ckpt, tiny_ckpt  # noqa: F401
+from reliability import TINY, assert_user_error, call_main
 from torch import nn
 
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.train import train
 from iresnet.data import Mnist5kDataModule
 from iresnet.inverse import FixedPointInverse
@@ -63,7 +64,7 @@ def test_nan_loss_stops_training_with_a_one_line_error(tmp_path, monkeypatch, po
 
 def test_nan_gradient_never_reaches_the_weights(tmp_path, poison):
     before = poison("grad")
-    cfg = compose_in("train", RUN, tmp_path / "run")
+    cfg = compose("train", RUN, tmp_path / "run")
     with pytest.raises(TrainingDivergedError, match=f"a gradient is NaN or Inf .* at step {FAIL_AT + 1}"):
         train(cfg)
     # The step checkpoint of step 2 was overwritten by the guard's, of step 3: finite, pre-NaN weights.
@@ -107,7 +108,7 @@ def test_audit_is_quiet_for_a_healthy_model(tiny_ckpt, recwarn):
 
 def test_same_seed_and_config_give_the_same_bpd(tmp_path):
     runs = [*TINY, "trainer.limit_train_batches=3", "trainer.max_epochs=1", "~logger", "seed=3"]
-    first = train(compose_in("train", runs, tmp_path / "a"))
-    second = train(compose_in("train", runs, tmp_path / "b"))
+    first = train(compose("train", runs, tmp_path / "a"))
+    second = train(compose("train", runs, tmp_path / "b"))
     for key in ("train/bpd", "val/bpd", "test/bpd"):
         assert math.isfinite(first[key]) and abs(first[key] - second[key]) <= 1e-6, key

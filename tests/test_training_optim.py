@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
-from reliability import TINY, compose_in
+from reliability import TINY
 from torch import nn
 
 import iresnet.training.module as module_mod
+from iresnet.cli.compose import compose_config as compose
 from iresnet.cli.train import train
 from iresnet.training import FlowLightningModule
 from iresnet.training.ema import EMA
@@ -88,8 +89,8 @@ def test_spectral_norm_lanczos_steps_refresh_every_layer_after_every_optimizer_s
 
     monkeypatch.setattr(module_mod, "update_spectral_norms", recording)
     overrides = [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=1", "~logger", "test=false",
-                 "optim.spectral_norm_lanczos_steps=3"]  # fmt: skip
-    train(compose_in("train", overrides, tmp_path))
+                 "module.spectral_norm_lanczos_steps=3"]  # fmt: skip
+    train(compose("train", overrides, tmp_path))
     assert len(calls) == 4  # one per optimizer step
     assert all(kw == {"max_iter": 3, "lanczos_steps": 3, "dtype": torch.float32} for kw, _ in calls)
     assert len(calls[0][1]) >= 4 and all(s > 0 for s in calls[0][1].values())  # every normalized layer
@@ -110,7 +111,7 @@ def test_cosine_lr_decay_follows_warm_up_then_half_cosine_to_zero(tmp_path, monk
     monkeypatch.setattr(module_mod.FlowLightningModule, "on_before_optimizer_step", recording)
     overrides = [*TINY, "trainer.limit_train_batches=4", "trainer.max_epochs=2", "~logger", "test=false",
                  "optim.warmup_iters=2", "optim.lr_decay=cosine", "optim.optimizer.lr=0.01"]  # fmt: skip
-    train(compose_in("train", overrides, tmp_path))
+    train(compose("train", overrides, tmp_path))
     # Steps 0..7: a warm-up of 2, then 6 decaying from the full rate towards 0 at the run's end.
     expected = [0.005, 0.01] + [0.01 * 0.5 * (1 + math.cos(math.pi * p / 6)) for p in range(6)]
     assert rates == pytest.approx(expected)

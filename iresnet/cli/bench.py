@@ -18,34 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from iresnet.bench.report import markdown
 from iresnet.bench.runs import EXPERIMENT
 from iresnet.bench.suite import Suite
-from iresnet.cli.common import config_dir, hydra_command, writable_output
+from iresnet.cli.common import hydra_command, writable_output
+from iresnet.cli.compose import compose_config
 from iresnet.cli.train import build_module
 from iresnet.training import FlowLightningModule
 
 
 def build_protocol(overrides: Sequence[str]) -> tuple[FlowLightningModule, pl.LightningDataModule]:
-    """The module and data of ``iresnet-train experiment=mnist5k_bench <overrides>``.
-
-    Composed with Hydra's compose API beside the running application, whose global state is
-    saved and restored around it.
-    """
-    hydra_state = GlobalHydra.instance().hydra
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose("train", overrides=[f"experiment={EXPERIMENT}", *overrides])
-    finally:
-        GlobalHydra.instance().clear()
-        if hydra_state is not None:
-            GlobalHydra.instance().initialize(hydra_state)
+    """The module and data of ``iresnet-train experiment=mnist5k_bench <overrides>`` (composed
+    beside the running application: :func:`~iresnet.cli.compose.compose_config`)."""
+    cfg = compose_config("train", [f"experiment={EXPERIMENT}", *overrides])
     datamodule = instantiate(cfg.data)
     return build_module(cfg, datamodule), datamodule
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -11,17 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.errors import InstantiationException
-from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, InstantiationException
 from lightning_fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from iresnet.cli.launch import check_overrides, config_dir, one_line
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
-from iresnet.runtime import apply_runtime, release_freed_memory
+from iresnet.runtime import apply_runtime
 from iresnet.training import TrainingDivergedError
 
 # Mistakes a user can fix: they end the command with one line and exit code 2, no traceback.
@@ -33,15 +34,50 @@ USER_ERRORS = (
 _UNKNOWN_TARGET = re.compile(r"Error locating target '([^']+)'.*?(?:full_key: (\S+))?$", re.DOTALL)
 
 
+def config_dir() -> str:
+    """The packaged configs after a plain install; the repository's ``configs/`` in a checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"iresnet's configs were not found next to {package}; reinstall the package.")
+
+
+def one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> DictConfig | None:
+    """Composes ``config_name`` with the command line's ``overrides`` before Hydra runs the command,
+    so that an override Hydra cannot apply (an unknown key or group option, a malformed value)
+    ends with one ``error:`` line and exit code 2 instead of Hydra's report and exit code 1.
+
+    Returns the composed config; None for command lines with Hydra's own flags (``--cfg``,
+    ``-m``, ...), which are left to Hydra.
+    """
+    if any(arg.startswith("-") for arg in overrides):
+        return None
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = one_line(err).split(" Config search path:")[0]
+        hint = " (add a key with +key=value; --cfg job lists the config)" if "not in struct" in message else ""
+        print(f"error: {message}{hint}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def apply_runtime_config(cfg: DictConfig) -> list[str]:
-    """Applies the command's ``runtime`` group (threads, malloc, warnings) and prints what it did.
+    """Applies the command's ``runtime`` group (threads, warning filters) and prints what it did.
 
     Called first in every command's ``main()``; importing iresnet changes no process setting.
-    Under DDP only the first process prints.
+    Only the process of global rank zero prints (Lightning's ``rank_zero_only``, which reads the
+    rank that torchrun, SLURM or Lightning's own launcher gives).
     """
     applied = apply_runtime(cfg.get("runtime") or {})
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        print("runtime: " + "; ".join(applied), flush=True)
+    rank_zero_only(print)("runtime: " + "; ".join(applied), flush=True)
     return applied
 
 
@@ -62,27 +98,26 @@ def exit_on_user_error(fn: Callable) -> Callable:
     return wrapper
 
 
-def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
-    """A command's ``main``: Hydra's application of ``configs/<config_name>.yaml`` running
-    ``task`` after the config's ``runtime`` settings (:func:`apply_runtime_config`), then
-    returning the heap's free memory to the system (:func:`iresnet.runtime.release_freed_memory`),
-    with the overrides checked first (:func:`check_overrides`) and user errors ending as one
-    ``error:`` line and exit code 2 (:func:`exit_on_user_error`). The console scripts reach it
-    through :mod:`iresnet.cli.launch`, which may first start the process afresh for
-    ``runtime.malloc`` and imports it under ``runtime.gc``."""
+def hydra_command(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], None]:
+    """A command's ``main`` (the console script ``iresnet-<config_name>`` calls it):
+    Hydra's application of ``configs/<config_name>.yaml`` running ``task`` after the config's
+    ``runtime`` settings (:func:`apply_runtime_config`), with the overrides checked first
+    (:func:`check_overrides`) and user errors ending as one ``error:`` line and exit code 2
+    (:func:`exit_on_user_error`)."""
+
     def run(cfg: DictConfig) -> Any:
         apply_runtime_config(cfg)
-        try:
-            return task(cfg)
-        finally:
-            release_freed_memory()
+        return task(cfg)
 
+    # Hydra names its job after the task function's module: the job's log is <config_name>.log,
+    # and --help names the app iresnet-<config_name> (configs/hydra/default.yaml).
+    run.__module__ = config_name
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(exit_on_user_error(run))
 
     @functools.wraps(task)
-    def main() -> Any:
+    def main() -> None:  # the console script exits with main()'s value: None is success
         check_overrides(config_name, sys.argv[1:])
-        return app()
+        app()
 
     return main
 

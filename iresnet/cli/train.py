@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -31,6 +30,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> FlowLig
     return FlowLightningModule(
         model=model_cfg,
         **OmegaConf.to_container(cfg.optim, resolve=True),
+        **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),
         n_bits=None if n_bins is None else int(round(math.log2(n_bins))),
         eval_logdet=cfg.get("eval_logdet"),
         sample_temperature=cfg.get("temperature", 1.0),
@@ -106,11 +106,6 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return str(path)
 
 
-def _main_process() -> bool:
-    """Whether this is the first process of a run (Lightning's DDP launcher sets the ranks of the others)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-
-
 def _csv_dirs(loggers: list) -> list[Path]:
     return [Path(logger.log_dir) for logger in loggers if isinstance(logger, CSVLogger)]
 
@@ -129,13 +124,13 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     resumed_step = None if ckpt_path is None else resumable_checkpoint(ckpt_path, module)["global_step"]
-    loggers = build_loggers(cfg)
-    if _main_process():
-        remove_stale_temporary_files(run_dir / "checkpoints")
-        for log_dir in _csv_dirs(loggers) if resumed_step is not None else ():
-            set_log_aside(log_dir, resumed_step)
-    trainer = build_trainer(cfg, loggers)
+    # The trainer knows this process's global rank under every launcher (Lightning's own,
+    # torchrun, SLURM); only rank zero touches the run directory. Its loggers write nothing yet.
+    trainer = build_trainer(cfg)
     if trainer.is_global_zero:
+        remove_stale_temporary_files(run_dir / "checkpoints")
+        for log_dir in _csv_dirs(trainer.loggers) if resumed_step is not None else ():
+            set_log_aside(log_dir, resumed_step)
         print(f"run directory: {run_dir}" + (f" (resuming from step {resumed_step})" if ckpt_path else ""))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -16,7 +16,7 @@ from torch import Tensor
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .loader import ResumableDataLoader
+from .loader import ResumableDataLoader, next_training_epoch
 
 RawBatch = tuple[Tensor, Tensor, Tensor]
 Collate = Callable[[RawBatch], tuple[Tensor, Tensor]]
@@ -156,6 +156,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             drop_last=self.drop_last,
             seed=self.seed,
             epoch_batches=self._trainer_epoch_batches(),
+            first_epoch=next_training_epoch(getattr(self, "trainer", None)),
             num_workers=self.num_workers,
             collate_fn=self._collate("train"),
             persistent_workers=self.num_workers > 0,

@@ -73,7 +73,9 @@ class ResumableDataLoader(DataLoader):
     at the saved batch. ``state_dict() -> {"epoch", "batches"}`` counts the batches handed out
     (not those prefetched by workers). ``epoch_batches`` is how many batches make an epoch for
     the trainer (``limit_train_batches``), so a state saved at an epoch's end resumes with the
-    next epoch.
+    next epoch. ``first_epoch`` is the epoch the first ``iter()`` starts: Lightning hands a loader
+    its saved state only when it resumes mid-epoch, so a loader made for a run resumed at an
+    epoch's end is told its epoch here (:func:`next_training_epoch`).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class ResumableDataLoader(DataLoader):
         drop_last: bool,
         seed: int,
         epoch_batches: int | None = None,
+        first_epoch: int = 0,
         **kwargs: Any,
     ) -> None:
         sampler = EpochBatchSampler(len(dataset), batch_size, drop_last, shuffle, seed)
@@ -91,7 +94,7 @@ class ResumableDataLoader(DataLoader):
         super().__init__(dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed), **kwargs)
         self.epoch_sampler = sampler
         self.epoch_batches = len(sampler) if epoch_batches is None else min(epoch_batches, len(sampler))
-        self._epoch, self._batches = -1, 0
+        self._epoch, self._batches = first_epoch - 1, 0
         self._resume: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:
@@ -109,3 +112,10 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, batches = int(state["epoch"]), int(state["batches"])
         self._resume = (epoch + 1, 0) if batches >= self.epoch_batches or epoch < 0 else (epoch, batches)
+
+
+def next_training_epoch(trainer: Any) -> int:
+    """The epoch a Lightning trainer trains next: the number of epochs whose batches it has all
+    processed (restored from the checkpoint when a run resumes); 0 without a trainer."""
+    fit_loop = getattr(trainer, "fit_loop", None)
+    return 0 if fit_loop is None else int(fit_loop.epoch_progress.current.processed)

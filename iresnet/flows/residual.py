@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from iresnet.flows.base import Flow, check_finite
 from iresnet.inverse import FixedPointInverse, InverseStats
 from iresnet.lipschitz.conditional import takes_context
+from iresnet.lipschitz.report import unnormalized_layers
 from iresnet.logdet import RouletteLogDet
 
 
@@ -33,10 +36,22 @@ class ResidualBlock(Flow):
     After each call the block keeps its own statistics: ``last_logdet`` (detached ``(B,)``) and
     ``last_n_terms`` (series terms of that estimate, None for exact ones) after ``forward``,
     ``last_inverse_stats`` after ``inverse`` (estimators and solvers may be shared by blocks).
+
+    A ``net`` with a linear or convolutional layer on the path of ``x`` without spectral norm
+    warns at construction, naming the layer: nothing then bounds its Lipschitz constant.
     """
 
     def __init__(self, net: nn.Module, logdet=None, inverse=None) -> None:
         super().__init__()
+        unbounded = unnormalized_layers(net)
+        if unbounded:
+            warnings.warn(
+                f"ResidualBlock: the branch's layer(s) {', '.join(repr(name) for name in unbounded)} have no spectral "
+                "norm, so nothing keeps Lip(net) < 1 and the block may not be invertible: wrap each in "
+                "iresnet.lipschitz.spectral_norm(layer, coeff=0.97).",
+                UserWarning,
+                stacklevel=2,
+            )
         self.net = net
         self.logdet = logdet if logdet is not None else RouletteLogDet()
         self.solver = inverse if inverse is not None else FixedPointInverse()

@@ -16,7 +16,7 @@ from iresnet.lipschitz.conditional import ConditionalSequential, ContextShift, n
 from iresnet.lipschitz.dense import LipschitzDenseLayer
 from iresnet.lipschitz.exact import exact_spectral_norm
 from iresnet.lipschitz.parametrization import ConvSpectralNorm, MatrixSpectralNorm, SpectralNorm
-from iresnet.lipschitz.report import BranchBound, LayerLipschitz, LipschitzReport, lipschitz_report
+from iresnet.lipschitz.report import BranchBound, LayerLipschitz, LipschitzReport, lipschitz_report, unnormalized_layers
 from iresnet.lipschitz.spectral_norm import spectral_norm, spectral_norm_modules
 from iresnet.lipschitz.update import PowerIterationResult, top_right_singular_vector, update_spectral_norms
 
@@ -44,5 +44,6 @@ __all__ = [
     "spectral_norm_modules",
     "takes_context",
     "top_right_singular_vector",
+    "unnormalized_layers",
     "update_spectral_norms",
 ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iresnet.lipschitz.parametrization import SpectralNorm
@@ -104,6 +105,76 @@ def top_right_singular_vector(
     return (v[0], products, bool(converged[0])) if single else (v, products, converged)
 
 
+@dataclass(frozen=True)
+class TopSingularPair:
+    """One layer's top singular pair of its raw weight's operator ``A(W)``, in the solver's dtype:
+    unit ``v`` (the right vector's shape), ``image = A v`` and ``sigma = ||A v||``."""
+
+    v: Tensor
+    image: Tensor
+    sigma: Tensor
+    products: int
+    converged: bool
+
+
+@torch.no_grad()
+def top_singular_pairs(
+    layers: Iterable[tuple[str, nn.Module, SpectralNorm]],
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    max_iter: int = 500,
+    lanczos_steps: int = 24,
+    dtype: torch.dtype = torch.float64,
+    generator: torch.Generator | None = None,
+) -> dict[str, TopSingularPair]:
+    """Top singular pair of each layer's raw weight, changing nothing.
+
+    ``layers``: ``(name, module, parametrization)`` as :func:`~iresnet.lipschitz.spectral_norm_modules`
+    yields them, initialized.
+
+    Restarted Lanczos (:func:`top_right_singular_vector`) from each layer's stored ``v``; with a
+    ``generator``, from ``v`` plus a random unit vector drawn from it (not from the global stream),
+    so that a stored ``v`` orthogonal to the current top vector (a stale one, after the weight
+    moved) cannot hide it. Layers of one operator shape
+    (:meth:`~iresnet.lipschitz.SpectralNorm.group_key`) are solved together, one grouped product
+    for all of them, until every one of them converges.
+
+    Returns:
+        ``{layer name: TopSingularPair}`` in the model's order; ``products`` is its group's.
+    """
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1; got max_iter={max_iter!r}.")
+    groups: dict[tuple, list[tuple[str, SpectralNorm, Tensor]]] = {}
+    pairs: dict[str, TopSingularPair | None] = {}  # filled group by group, in the model's order
+    for name, module, sn in layers:
+        sn.check_initialized()
+        weight = module.parametrizations.weight.original.detach()
+        groups.setdefault(sn.group_key(weight), []).append((name, sn, weight))
+        pairs[name] = None
+    # A model's blocks repeat shapes, and one grouped product costs about what one small product
+    # does: per-layer overhead, not arithmetic, dominates a refresh layer by layer.
+    for members in groups.values():
+        names, norms, raw = zip(*members)
+        sn = norms[0]
+        weights = torch.stack(raw).to(dtype)
+        shape = sn._v.shape
+
+        def gram(x: Tensor) -> Tensor:
+            vectors = x.view(len(x), *shape)
+            return sn.adjoints(weights, sn.operators(weights, vectors)).flatten(1)
+
+        starts = torch.stack([norm._v.flatten() for norm in norms]).to(dtype)
+        if generator is not None:
+            noise = torch.randn(starts.shape, generator=generator, dtype=dtype, device=generator.device)
+            starts = F.normalize(starts, dim=1) + F.normalize(noise.to(starts.device), dim=1)
+        v, products, converged = top_right_singular_vector(gram, starts, atol, rtol, max_iter, lanczos_steps)
+        images = sn.operators(weights, v.view(len(v), *shape))
+        sigmas = images.flatten(1).norm(dim=1)
+        for i, name in enumerate(names):
+            pairs[name] = TopSingularPair(v[i].view(shape), images[i], sigmas[i], products, bool(converged[i]))
+    return pairs
+
+
 @torch.no_grad()
 def update_spectral_norms(
     model: nn.Module,
@@ -119,8 +190,8 @@ def update_spectral_norms(
     call this before evaluating log-likelihoods or inverting, where the Lipschitz bound has to
     hold. Power iteration converges at the rate ``(sigma_2 / sigma_1)^2``, which is near 1 for
     the clustered spectra of random convolutions: there a "sigma stopped changing" rule stops
-    0.2-0.3% below ``sigma_1`` (measured on 3x3 convs), and the layer's norm then exceeds
-    ``coeff``. This runs restarted Lanczos on ``A^T A`` instead (:func:`top_right_singular_vector`),
+    below ``sigma_1``, and the layer's norm then exceeds ``coeff``. This runs restarted Lanczos on
+    ``A^T A`` instead (:func:`top_singular_pairs`),
     in float64, from the current ``v``, to a Ritz residual of at most ``(atol + rtol * sigma) *
     sigma`` (an eigenvalue of ``A^T A`` lies that close to ``theta = sigma^2``, so ``sigma`` is
     within about ``(atol + rtol * sigma) / 2``) or ``max_iter`` products in all. Then ``v`` is
@@ -133,42 +204,17 @@ def update_spectral_norms(
     (``spectral_norm_lanczos_steps`` of :class:`~iresnet.training.FlowLightningModule`), there in
     the weights' own ``dtype`` (float32 is enough for a handful of steps).
 
-    Layers of one operator shape (:meth:`~iresnet.lipschitz.SpectralNorm.group_key`) are solved
-    together, one grouped product for all of them, until every one of them converges.
-
     Returns:
         ``{layer name: PowerIterationResult}`` in the model's order; ``iterations`` is the
         products its group took.
     """
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1; got max_iter={max_iter!r}.")
-    groups: dict[tuple, list[tuple[str, SpectralNorm, Tensor]]] = {}
-    results: dict[str, PowerIterationResult | None] = {}  # filled group by group, in the model's order
-    for name, module, sn in spectral_norm_modules(model):
-        sn.check_initialized()
-        weight = module.parametrizations.weight.original.detach()
-        groups.setdefault(sn.group_key(weight), []).append((name, sn, weight))
-        results[name] = None
-    # A model's blocks repeat shapes, and one grouped product costs about what one small product
-    # does: per-layer overhead was most of the refresh (0.040 s per step for the protocol's 48
-    # layers one at a time, 0.021 s in their 12 groups).
-    for members in groups.values():
-        names, norms, raw = zip(*members)
-        sn = norms[0]
-        weights = torch.stack(raw).to(dtype)
-        shape = sn._v.shape
-
-        def gram(x: Tensor) -> Tensor:
-            vectors = x.view(len(x), *shape)
-            return sn.adjoints(weights, sn.operators(weights, vectors)).flatten(1)
-
-        starts = torch.stack([norm._v.flatten() for norm in norms]).to(dtype)
-        v, products, converged = top_right_singular_vector(gram, starts, atol, rtol, max_iter, lanczos_steps)
-        images = sn.operators(weights, v.view(len(v), *shape))
-        sigmas = images.flatten(1).norm(dim=1)
-        for i, (name, norm) in enumerate(zip(names, norms)):
-            norm._v.copy_(v[i].view(shape))
-            norm._u.copy_(images[i] / sigmas[i].clamp_min(norm.eps))
-            norm._sigma.copy_(sigmas[i])
-            results[name] = PowerIterationResult(products, sigmas[i].item(), bool(converged[i]))
+    layers = list(spectral_norm_modules(model))
+    pairs = top_singular_pairs(layers, atol, rtol, max_iter, lanczos_steps, dtype)
+    results = {}
+    for name, _, norm in layers:
+        pair = pairs[name]
+        norm._v.copy_(pair.v)
+        norm._u.copy_(pair.image / pair.sigma.clamp_min(norm.eps))
+        norm._sigma.copy_(pair.sigma)
+        results[name] = PowerIterationResult(pair.products, pair.sigma.item(), pair.converged)
     return results

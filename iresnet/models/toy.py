@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from iresnet.logdet import ExactLogDet
 from iresnet.models.base import FlowModel
 from iresnet.models.blocks import Activation, fc_branch, feature_mlp, residual_stack
@@ -48,17 +46,6 @@ class ToyFlow(FlowModel):
         ]
         if prior is None:
             prior = (lambda d: ConditionalGaussian(d, context_features, context_hidden)) if context else StandardNormal
-        super().__init__(residual_stack(branches, dim, logdet, inverse, actnorm), prior(dim))
+        super().__init__(residual_stack(branches, dim, logdet, inverse, actnorm), prior(dim), input_shape=(dim,))
         self.dim = dim
         self.context_features = context_features
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``x: (B, dim)`` -> ``z: (B, dim)``, ``logdet: (B,)``; ``context: (B, context_features)``."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"ToyFlow expects points of shape (B, {self.dim}), got {tuple(x.shape)}.")
-        if self.context_features and (context is None or tuple(context.shape) != (len(x), self.context_features)):
-            shape = None if context is None else tuple(context.shape)
-            raise ValueError(
-                f"this ToyFlow is conditional: pass a context of shape ({len(x)}, {self.context_features}), got {shape}."
-            )
-        return super().forward(x, context)

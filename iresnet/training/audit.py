@@ -7,7 +7,7 @@ import warnings
 import pytorch_lightning as pl
 from torch import Tensor, nn
 
-from iresnet.lipschitz import BranchBound, LipschitzReport, lipschitz_report
+from iresnet.lipschitz import BranchBound, LayerLipschitz, LipschitzReport, lipschitz_report
 
 
 class InvertibilityWarning(UserWarning):
@@ -26,6 +26,15 @@ def branch_problem(report: LipschitzReport, branch: BranchBound) -> str:
     return (
         f"residual block {branch.name!r} has Lipschitz bound {branch.bound:.4f} >= 1; its largest "
         f"layer {worst.name!r} has sigma {worst.normalized_sigma:.4f} (coeff {worst.coeff})"
+    )
+
+
+def layer_problem(layer: LayerLipschitz) -> str:
+    """Names the layer whose used weight's norm exceeds its ``coeff``: its estimate is stale."""
+    return (
+        f"layer {layer.name!r} has operator norm {layer.normalized_sigma:.4f} > coeff {layer.coeff}: the "
+        f"spectral-norm estimate it divides by, {layer.estimate:.4f}, trails its weight's norm {layer.sigma:.4f} "
+        "(run iresnet.lipschitz.update_spectral_norms, or raise optim.spectral_norm_lanczos_steps)"
     )
 
 
@@ -48,11 +57,15 @@ def worst_inverse(model: nn.Module) -> str:
 class InvertibilityAudit(pl.Callback):
     """After each validation, checks the Lipschitz bounds and the reconstruction error.
 
-    Logs ``val/max_branch_bound`` (the largest product of normalized sigmas over the residual
-    branches; below 1 guarantees invertibility) next to the module's ``val/max_layer_sigma``
-    and ``val/recon_error``, and issues an :class:`InvertibilityWarning` naming the block and
-    layer when a bound reaches 1 or when ``max|f^-1(f(x)) - x|`` on the module's reconstruction
-    batch exceeds ``max_recon_error`` (default: a quarter of one 8-bit level, 1/255).
+    The norms are those of :func:`~iresnet.lipschitz.lipschitz_report`, computed afresh from the
+    weights the evaluation model uses (the module's ``eval_lipschitz_report()`` where it has one,
+    so that one validation computes them once). Logs ``val/max_branch_bound`` (the largest
+    product of layer norms over the residual branches; below 1 guarantees invertibility) next to
+    the module's ``val/max_layer_sigma`` and ``val/recon_error``, and issues an
+    :class:`InvertibilityWarning` naming the layer when a layer's norm exceeds its ``coeff`` (a
+    stale estimate), the block and layer when a bound reaches 1, or the block when
+    ``max|f^-1(f(x)) - x|`` on the module's reconstruction batch exceeds ``max_recon_error``
+    (default: a quarter of one 8-bit level, 1/255).
     """
 
     def __init__(self, max_recon_error: float = 1e-3) -> None:
@@ -64,10 +77,11 @@ class InvertibilityAudit(pl.Callback):
         if trainer.sanity_checking:
             return
         model = pl_module.eval_model
-        report = lipschitz_report(model)
+        report = pl_module.eval_lipschitz_report() if hasattr(pl_module, "eval_lipschitz_report") else lipschitz_report(model)
         if report.branches:
             pl_module.log("val/max_branch_bound", max(branch.bound for branch in report.branches))
-        problems = [branch_problem(report, branch) for branch in report.branches if not branch.bound < 1]
+        problems = [layer_problem(layer) for layer in report.layers_above_coeff]
+        problems += [branch_problem(report, branch) for branch in report.branches if not branch.bound < 1]
         pair: tuple[Tensor, Tensor] | None = getattr(pl_module, "last_reconstruction", None)
         if pair is not None:
             error = float((pair[1] - pair[0]).abs().max())

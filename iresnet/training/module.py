@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from iresnet.lipschitz import lipschitz_report, update_spectral_norms
+from iresnet.lipschitz import LipschitzReport, lipschitz_report, update_spectral_norms
 from iresnet.metrics import bits_per_dim, mean_and_standard_error
 from iresnet.models import FlowModel
 from iresnet.training.distributed import broadcast_spectral_norms
@@ -31,9 +31,9 @@ def build_optimizer(optimizer: Any, params: Iterable[Tensor]) -> torch.optim.Opt
     ``_partial_: true``, its arguments but the parameters) with its multi-tensor kernels.
 
     On the CPU torch defaults to a loop over the parameters, a handful of small operations per
-    tensor: 7.8 ms a step for the protocol model's 175 tensors, against 2.4 ms fused (Adam, on
-    CPU and CUDA) and 6 ms with ``foreach`` (Adamax, other devices). Same update up to rounding.
-    An explicit ``fused`` or ``foreach`` in the config wins.
+    tensor; the fused kernels (Adam, on CPU and CUDA) or ``foreach`` (the others) make the same
+    update, up to rounding, in a few multi-tensor operations. An explicit ``fused`` or
+    ``foreach`` in the config wins.
     """
     partial = isinstance(optimizer, (dict, DictConfig)) and optimizer.get("_partial_") is True
     make = instantiate(optimizer) if partial else None
@@ -97,10 +97,9 @@ class FlowLightningModule(pl.LightningModule):
         spectral_norm_lanczos_steps: after every optimizer step, ``k`` warm-started Lanczos
             products per spectrally normalized layer bring its ``u``, ``v``, ``sigma`` to the new
             weights (:func:`~iresnet.lipschitz.update_spectral_norms`); 0: only the forward's
-            ``n_power_iterations``. Power iteration trails a moving weight: after 10 epochs of the
-            mnist5k protocol with one step per update, the sigmas that training divided by were
-            5% below the layers' norms on average and 16% at worst, so training optimized a less
-            constrained model than the one evaluated (docs/benchmarks.md).
+            ``n_power_iterations``. Power iteration trails a moving weight, so without the
+            refresh training divides by estimates below the layers' norms and optimizes a less
+            constrained model than the one evaluated (docs/concepts.md, section 1).
     """
 
     def __init__(
@@ -121,7 +120,7 @@ class FlowLightningModule(pl.LightningModule):
         steps = spectral_norm_lanczos_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(
-                f"optim.spectral_norm_lanczos_steps must be an integer >= 0, got {spectral_norm_lanczos_steps!r}; "
+                f"module.spectral_norm_lanczos_steps must be an integer >= 0, got {spectral_norm_lanczos_steps!r}; "
                 "use 0 (power iteration in the forward only) or e.g. 5."
             )
         if lr_decay not in LR_DECAYS:
@@ -143,6 +142,7 @@ class FlowLightningModule(pl.LightningModule):
         self.last_reconstruction: tuple[Tensor, Tensor] | None = None
         self.last_reconstruction_context: Tensor | None = None
         self.last_eval: dict[str, float] = {}
+        self._lipschitz_report: LipschitzReport | None = None
 
     # ----------------------------------------------------------------- loss
     def context_of(self, model: FlowModel, batch: tuple[Tensor, Tensor]) -> Tensor | None:
@@ -212,6 +212,7 @@ class FlowLightningModule(pl.LightningModule):
         # Here rather than in on_train_batch_end, which runs after the callbacks': a checkpoint
         # saved at the end of a batch must hold the average of the weights it holds.
         self.ema.update(self.model)
+        self._lipschitz_report = None  # the evaluation weights moved
 
     def on_train_end(self) -> None:
         # The last step's power iteration ran on each rank separately.
@@ -258,6 +259,7 @@ class FlowLightningModule(pl.LightningModule):
         # Every rank evaluates its shard with rank 0's spectral norms.
         broadcast_spectral_norms(self)
         self._val_scores, self._val_correct = [], []
+        self._lipschitz_report = None
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -287,7 +289,7 @@ class FlowLightningModule(pl.LightningModule):
         self.last_eval = {"mean": float(mean), "se": float(se), "n": int(scores.numel())}
         self.log(f"{stage}/{self.metric}", mean, prog_bar=True, rank_zero_only=True, sync_dist=False)
         self.log(f"{stage}/{self.metric}_se", se, rank_zero_only=True)
-        report = lipschitz_report(self.eval_model)
+        report = self.eval_lipschitz_report()
         self.log(f"{stage}/max_layer_sigma", report.max_layer_sigma)
         self.log(f"{stage}/bounds_below_one", float(not report.any_bound_reaches_one))
         if self._val_correct:
@@ -301,6 +303,13 @@ class FlowLightningModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    def eval_lipschitz_report(self) -> LipschitzReport:
+        """The evaluation model's :func:`~iresnet.lipschitz.lipschitz_report`, computed once per
+        validation or test (its norms are computed afresh, and the weights do not move within one)."""
+        if self._lipschitz_report is None:
+            self._lipschitz_report = lipschitz_report(self.eval_model)
+        return self._lipschitz_report
 
     def reconstruct(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``inverse(forward(x))`` under the evaluation model: the invertibility check."""
