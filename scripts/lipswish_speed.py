@@ -5,7 +5,7 @@ Two measurements on the second residual block of ``experiment=mnist5k_small`` (b
 4x14x14 input, 64 hidden channels, LipSwish first):
 
 * ``op``: LipSwish alone on the block's hidden map ``(64, 64, 14, 14)`` channels-last, forward
-  and first-order backward to ``x`` and ``beta``, eager and compiled;
+  and first-order backward to ``x`` and ``beta``, eager and compiled, and eager to ``x`` alone;
 * ``block``: the block in training (its roulette estimator, Neumann gradient), forward and
   backward, eager (a compiled function has no double backward), the same draws every time.
 
@@ -62,6 +62,8 @@ def main() -> None:
     compiled = torch.compile(lipswish, fullgraph=True, dynamic=False)
     ops = {name: (lambda fn=fn: torch.autograd.grad(fn(x, beta), (x, beta), grad)) for name, fn in
            (("eager", lipswish), ("compiled", compiled))}  # fmt: skip
+    # The log-det series' case: a forward and a product w.r.t. x alone (beta's node pruned).
+    ops["eager_x_only"] = lambda: torch.autograd.grad(lipswish(x, beta), x, grad)
 
     block = mnist5k_small_block()
     inputs = torch.randn(64, 4, 14, 14).contiguous(memory_format=torch.channels_last)
