@@ -31,6 +31,10 @@ LIPSWISH_SCALE = 1.1
 
 def lipswish(x: Tensor, beta: Tensor) -> Tensor:
     """``f(x)`` for ``x: (B, C, *)`` and positive ``beta`` broadcastable to it (e.g. ``(1, C, 1, 1)``)."""
+    if torch.compiler.is_compiling():
+        # The traced log-det estimators take their products with torch.func, which does not see the
+        # tensors the taps pass inside tuples (wrong products); the compiler fuses and derives the formula.
+        return F.silu(x * beta) / (LIPSWISH_SCALE * beta)
     if not (torch.is_grad_enabled() and (x.requires_grad or beta.requires_grad)):
         return F.silu(x * beta, inplace=True).mul_(1 / (LIPSWISH_SCALE * beta))  # no graph: in place
     z = x * beta
