@@ -124,11 +124,11 @@ def test_smoke_full_protocol(compose_config):
 
 def test_peak_memory_is_the_child_process_own():
     """ru_maxrss of a child started by a large process reports the parent's peak; ours does not."""
-    ballast = bytearray(512 * 2**20)
+    ballast = bytearray(2048 * 2**20)  # well above the child's own peak (importing torch: about 0.5-0.7 GiB)
     ballast[:: 4096] = b"\1" * len(ballast[:: 4096])
     code = "from iresnet.bench.memory import peak_rss_mib; print(peak_rss_mib())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-    assert child < 512
+    assert child < 1536
     del ballast
 
 

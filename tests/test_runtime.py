@@ -16,7 +16,7 @@ from reliability import script, script_env
 import iresnet
 from iresnet.runtime import SETTINGS, apply_runtime
 
-COMMANDS = ("train", "eval", "sample", "invert", "bench", "ood")
+COMMANDS = ("train", "eval", "sample", "invert", "bench", "ood", "export")
 PACKAGE = Path(iresnet.__file__).resolve().parent
 # What the package must never do to the process it runs in (issue 31): start itself afresh, freeze
 # or pause the garbage collector, tune or trim the C library's malloc, load C symbols by hand.
