@@ -116,6 +116,7 @@ def test_image_flow_forward_and_inverse_export():
     assert (decoded - x).abs().max() < 1e-3
 
 
+@pytest.mark.slow
 def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_path):
     """iresnet-export of a toy checkpoint: log_prob with the exact log-det, and sample."""
     from iresnet.cli.train import train
