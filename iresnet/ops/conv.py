@@ -276,8 +276,10 @@ class Conv2d(nn.Conv2d):
         if torch.compiler.is_compiling():
             # The traced log-det estimators take their products with torch.func, which does not see
             # the tensors the taps pass inside tuples (wrong products); the compiler derives torch's
-            # own convolution, to any order, itself.
-            return super()._conv_forward(x, weight, bias)
+            # own convolution, to any order, itself. ATen's convolution rather than F.conv2d (its
+            # composite): an exported program's forward-mode products through conv2d lose their
+            # tangents when ExportedProgram.run_decompositions retraces it (as the ONNX exporter does).
+            return torch.ops.aten.convolution(x, weight, bias, self.stride, self.padding, self.dilation, False, (0, 0), 1)
         input_tap = _InputGradient.apply(x, (weight,), conf)
         parameter_tap = _ParameterGradients.apply(weight, bias, (x,), conf)
         return _Convolution.apply(input_tap, parameter_tap, (x, weight, bias), conf)
