@@ -22,6 +22,7 @@ from torch import nn
 
 from iresnet.data import DatasetNotFoundError
 from iresnet.inverse import InverseConvergenceError
+from iresnet.models.onnx import OnnxNotInstalledError
 from iresnet.runtime import apply_runtime
 from iresnet.training import TrainingDivergedError
 
@@ -29,7 +30,7 @@ from iresnet.training import TrainingDivergedError
 # Lightning's MisconfigurationException: a trainer setting it refuses (e.g. a fraction of batches below one).
 USER_ERRORS = (
     ValueError, DatasetNotFoundError, FileNotFoundError, FileExistsError, InverseConvergenceError,
-    TrainingDivergedError, MisconfigurationException,
+    TrainingDivergedError, MisconfigurationException, OnnxNotInstalledError,
 )  # fmt: skip
 _UNKNOWN_TARGET = re.compile(r"Error locating target '([^']+)'.*?(?:full_key: (\S+))?$", re.DOTALL)
 

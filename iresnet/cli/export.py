@@ -1,5 +1,6 @@
 """``iresnet-export ckpt_path=... what=log_prob|sample out=model.pt2``: a checkpoint as a torch.export
-``ExportedProgram`` (load it with ``torch.export.load(out).module()``)."""
+``ExportedProgram`` (load it with ``torch.export.load(out).module()``), or with ``format=onnx`` as
+the ONNX model of the same program (run it with onnxruntime)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from iresnet.inverse import InverseSolver
 from iresnet.logdet import PowerSeriesLogDet
 from iresnet.models import FlowModel
 from iresnet.models.export import WHATS, export_model
+from iresnet.models.onnx import input_names, onnx_program, require_onnx
 from iresnet.training.checkpoint import load_module
+
+FORMATS = ("pt2", "onnx")
 
 
 def example_inputs(model: FlowModel, what: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -44,6 +48,10 @@ def export(cfg: DictConfig) -> torch.export.ExportedProgram:
     """Exports the checkpoint's weight average (spectral norms brought to tolerance) and writes it."""
     if cfg.what not in WHATS:
         raise ValueError(f"what must be one of {WHATS}, got {cfg.what!r}.")
+    if cfg.format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {cfg.format!r}.")
+    if cfg.format == "onnx":
+        require_onnx()
     batch_size = positive_int("batch_size", cfg.batch_size)
     if cfg.what == "log_prob":
         estimator = instantiate(cfg.logdet) if cfg.get("logdet") else PowerSeriesLogDet(positive_int("n_terms", cfg.n_terms))
@@ -58,10 +66,15 @@ def export(cfg: DictConfig) -> torch.export.ExportedProgram:
             block.solver = fixed_iterations(block.solver, max_iter)
     example, context = example_inputs(model, cfg.what, batch_size)
     program = export_model(model, cfg.what, example, context)
-    torch.export.save(program, out)
-    name = "x" if cfg.what == "log_prob" else "z"
-    inputs = f"({name}, labels)" if context is not None else f"({name})"
-    print(f"wrote {out}: {cfg.what} of batches of {batch_size}; run torch.export.load(path).module(){inputs}")
+    names = input_names(program, cfg.what)
+    if cfg.format == "onnx":
+        onnx_program(program, cfg.what).save(out)
+        feeds = ", ".join(f"'{name}': ..." for name in names)
+        run = f"onnxruntime.InferenceSession(path).run(None, {{{feeds}}})"
+    else:
+        torch.export.save(program, out)
+        run = f"torch.export.load(path).module()({', '.join(names)})"
+    print(f"wrote {out}: {cfg.what} of batches of {batch_size}; run {run}")
     return program
 
 

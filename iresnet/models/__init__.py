@@ -3,6 +3,7 @@
 from iresnet.models.base import FlowModel
 from iresnet.models.dequantization import VariationalDequantizer
 from iresnet.models.export import export_model
+from iresnet.models.onnx import export_onnx
 from iresnet.models.priors import (
     ClassConditionalGaussian, ConditionalGaussian, DiagonalGaussian, DistributionPrior, StandardNormal,
 )  # fmt: skip
@@ -21,4 +22,5 @@ __all__ = [
     "ToyFlow",
     "VariationalDequantizer",
     "export_model",
+    "export_onnx",
 ]

@@ -3,18 +3,20 @@
 
 Needs the ``onnx`` extra (``pip install "iresnet[onnx]"``: onnx, onnxscript, and onnxruntime to
 run the file). The log-det estimators' Jacobian products are forward-mode under ``torch.export``;
-their derivative formulas leave three operators that have no ONNX function, and the conversion
-first decomposes them into ones that have (:data:`ONNX_DECOMPOSITIONS`):
+their derivative formulas leave three operators that have no ONNX function. Two are decomposed
+first (:data:`ONNX_DECOMPOSITIONS`), one translated by hand:
 
 * ``aten._new_zeros_with_same_feature_meta`` (the zero tangent forward mode starts from):
-  ``zeros`` of the same shape;
-* ``aten.silu_backward`` (LipSwish's derivative, ``s (1 + x (1 - s))`` with ``s = sigmoid(x)``);
+  ``zeros`` of its shape;
 * ``aten.linalg_slogdet`` (:class:`~iresnet.logdet.ExactLogDet`): ``log|det J|`` as the log of
   ONNX's ``Det``, which leaves float32's range for large Jacobians (``|det J|`` below ``1e-38``
-  or above ``1e38``): the exact estimator is for small models.
+  or above ``1e38``): the exact estimator is for small models;
+* ``aten.silu_backward`` (LipSwish's derivative ``s (1 + x (1 - s))``, ``s = sigmoid(x)``): torch
+  keeps it as one operator (its decomposition is not applied to the formulas' output), so it is
+  written in ONNX operators (``custom_translation_table``).
 
-The Hutchinson probes become ONNX ``RandomNormalLike`` (or ``Bernoulli``) draws, made by the
-runtime at every run: the file's log-densities are fresh draws of the estimator, as eager's are.
+The Hutchinson probes become draws of the ONNX runtime (``RandomNormalLike`` for Gaussian
+probes), made at every run: the file's log-densities are fresh draws of the estimator, as eager's are.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from iresnet.models.export import export_model
 
 aten = torch.ops.aten
 
-# The packages of the onnx extra: the converter's (onnx, onnxscript) and the runtime's.
-ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")
+# The packages of the onnx extra that writing a file needs (onnxruntime, the extra's third, runs it).
+ONNX_EXTRA = ("onnx", "onnxscript")
 # The program's inputs and output by what it computes; a class-conditional model's second input
 # is "labels".
 INPUT_NAMES = {"log_prob": "x", "sample": "z"}
@@ -44,7 +46,7 @@ class OnnxNotInstalledError(ImportError):
 
 
 def require_onnx() -> None:
-    """:class:`OnnxNotInstalledError` naming the fix unless the ``onnx`` extra is installed."""
+    """:class:`OnnxNotInstalledError` naming the fix unless the ``onnx`` extra's converter imports."""
     missing = [name for name in ONNX_EXTRA if importlib.util.find_spec(name) is None]
     if missing:
         raise OnnxNotInstalledError(
@@ -71,10 +73,16 @@ def _slogdet(a: Tensor) -> tuple[Tensor, Tensor]:
     return det.sign(), det.abs().log()
 
 
-ONNX_DECOMPOSITIONS: dict[torch._ops.OpOverload, Callable] = {
+ONNX_DECOMPOSITIONS: dict[object, Callable[..., object]] = {
     aten._new_zeros_with_same_feature_meta.default: _zeros_with_feature_meta,
     aten.linalg_slogdet.default: _slogdet,
 }
+
+
+def input_names(program: ExportedProgram, what: str) -> list[str]:
+    """The names of the inputs of ``program`` (of ``what``): ``x`` or ``z``, then ``labels`` for a
+    class-conditional model."""
+    return [INPUT_NAMES[what], "labels"][: len(program.graph_signature.user_inputs)]
 
 
 def onnx_program(program: ExportedProgram, what: str) -> torch.onnx.ONNXProgram:
@@ -86,10 +94,8 @@ def onnx_program(program: ExportedProgram, what: str) -> torch.onnx.ONNXProgram:
     """
     require_onnx()
     decomposed = program.run_decompositions(ONNX_DECOMPOSITIONS)
-    n_inputs = len(program.graph_signature.user_inputs)
-    inputs = [INPUT_NAMES[what], "labels"][:n_inputs]
     return torch.onnx.export(
-        decomposed, dynamo=True, input_names=inputs, output_names=[OUTPUT_NAMES[what]],
+        decomposed, dynamo=True, input_names=input_names(program, what), output_names=[OUTPUT_NAMES[what]],
         custom_translation_table={aten.silu_backward.default: _silu_backward_onnx}, verbose=False,
     )  # fmt: skip
 
