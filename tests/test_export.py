@@ -141,16 +141,31 @@ def test_export_command_writes_a_program_of_the_checkpoint(compose_config, tmp_p
         export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", f"out={out}"]))
 
 
+def load_program(path, fmt: str):
+    """The written program as a function of tensors: ``torch.export.load`` (pt2), or an
+    onnxruntime session on the CPU (onnx)."""
+    if fmt == "pt2":
+        return torch.export.load(path).module()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda *inputs: torch.from_numpy(session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0])
+
+
 @pytest.mark.slow
-def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path, tiny_ckpt):
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path, tiny_ckpt, fmt):
     """An image checkpoint: the exported log_prob gives iresnet-eval's bits/dim on the same images
     (the same series estimator; its probes are the only difference), the exported inverse
-    iresnet-invert's reconstructions."""
+    iresnet-invert's reconstructions; as a torch.export program and as ONNX run by onnxruntime."""
     from iresnet.cli.eval import draws_of, evaluate, images_split
     from iresnet.cli.invert import invert
     from iresnet.metrics import bits_per_dim
     from iresnet.training.checkpoint import load_module
 
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
     ckpt = tiny_ckpt
     module = load_module(ckpt)
     images = tmp_path / "images.pt"
@@ -159,17 +174,18 @@ def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path, t
     common = [f"ckpt_path={ckpt}", f"images={images}"]
     eval_cfg = compose_config("eval", [*common, "batch_size=16", f"out={tmp_path / 'eval.json'}", f"logdet={series}"])
     result = evaluate(eval_cfg)
-    export(compose_config("export", [f"ckpt_path={ckpt}", "batch_size=16", f"logdet={series}", f"out={tmp_path / 'lp.pt2'}"]))
-    log_prob = torch.export.load(tmp_path / "lp.pt2").module()
+    export(compose_config("export", [f"ckpt_path={ckpt}", "batch_size=16", f"logdet={series}", f"format={fmt}",
+                                     f"out={tmp_path / f'lp.{fmt}'}"]))  # fmt: skip
+    log_prob = load_program(tmp_path / f"lp.{fmt}", fmt)
     ((x, _),) = list(draws_of(images_split(eval_cfg, module), module.hparams.n_bits, eval_cfg.seed, 16)(0))
     bpd = bits_per_dim(log_prob(x), x[0].numel(), n_bins=2**module.hparams.n_bits)
     assert float(bpd.mean()) == pytest.approx(result["mean"], abs=result["se"])
 
     error = invert(compose_config("invert", [*common, "n=16", f"out={tmp_path / 'recon.png'}"]))
     export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", "batch_size=16", "max_iter=200",
-                                     f"out={tmp_path / 'sample.pt2'}"]))  # fmt: skip
+                                     f"format={fmt}", f"out={tmp_path / f'sample.{fmt}'}"]))  # fmt: skip
     model = module.prepare_eval_model()
     with torch.no_grad():
         z, _ = model(x)
-    decoded = torch.export.load(tmp_path / "sample.pt2").module()(z)
+    decoded = load_program(tmp_path / f"sample.{fmt}", fmt)(z)
     assert error < 1e-3 and (decoded - x).abs().max() < 1e-3

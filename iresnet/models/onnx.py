@@ -15,6 +15,11 @@ first (:data:`ONNX_DECOMPOSITIONS`), one translated by hand:
   keeps it as one operator (its decomposition is not applied to the formulas' output), so it is
   written in ONNX operators (``custom_translation_table``).
 
+The graph is written as traced (``optimize=False``): onnxscript's optimizer drops multiplications
+by constants within rounding of 1, such as :class:`~iresnet.flows.LogitTransform`'s
+``1 - 2 alpha = 0.999998``, which moves log-densities by about 1e-3; onnxruntime optimizes the
+graph itself when it loads it.
+
 The Hutchinson probes become draws of the ONNX runtime (``RandomNormalLike`` for Gaussian
 probes), made at every run: the file's log-densities are fresh draws of the estimator, as eager's are.
 """
@@ -96,7 +101,7 @@ def onnx_program(program: ExportedProgram, what: str) -> torch.onnx.ONNXProgram:
     decomposed = program.run_decompositions(ONNX_DECOMPOSITIONS)
     return torch.onnx.export(
         decomposed, dynamo=True, input_names=input_names(program, what), output_names=[OUTPUT_NAMES[what]],
-        custom_translation_table={aten.silu_backward.default: _silu_backward_onnx}, verbose=False,
+        custom_translation_table={aten.silu_backward.default: _silu_backward_onnx}, optimize=False, verbose=False,
     )  # fmt: skip
 
 
