@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -96,6 +97,15 @@ def assert_same_distribution(compiled: torch.Tensor, eager: torch.Tensor) -> Non
     se = (compiled.var() / len(compiled) + eager.var() / len(eager)).sqrt()
     assert abs(compiled.mean() - eager.mean()) < 4 * se
     assert compiled.std() > 0.2 * eager.std()
+
+
+def test_conditional_model_compiles_without_warnings():
+    """Which layers take the context is a constant of the graph, not a traced cache lookup."""
+    model, x, context = tiny_residual_flow("class-conditional", PowerSeriesLogDet(n_terms=2))
+    compiled = torch.compile(model.log_prob, backend="eager", fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled(x, context)
 
 
 def test_roulette_draws_are_not_baked_into_the_graph():

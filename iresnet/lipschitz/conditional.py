@@ -19,15 +19,20 @@ import functools
 import inspect
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 
+# A class's signature never changes: under torch.compile both answers are constants of the graph
+# (Dynamo would otherwise trace through the cache below and warn that it cannot see it).
+@torch.compiler.assume_constant_result
 def takes_context(module: nn.Module) -> bool:
     """Whether ``module`` is called with the context: its ``forward`` has a ``context`` parameter
     (a conditional branch; a prior, which may ignore it)."""
     return _context_parameter(type(module)) is not None
 
 
+@torch.compiler.assume_constant_result
 def needs_context(module: nn.Module) -> bool:
     """Whether ``module`` depends on the context: its ``forward`` has a ``context`` parameter
     without a default (a conditional branch or prior; an unconditional prior takes
