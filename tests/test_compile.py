@@ -190,6 +190,34 @@ def test_compiled_roulette_training_step_has_finite_gradients():
         assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+def test_compiled_training_step_breaks_only_where_the_estimator_runs_eagerly():
+    """No host synchronization or data-dependent branch in a step (those would break the graph
+    too): the only breaks are the memory-efficient estimator's calls."""
+    model, x, _ = tiny_residual_flow("resflow")
+    model.train()
+    explained = torch._dynamo.explain(training_step(model))(x)
+    assert explained.break_reasons
+    for reason in explained.break_reasons:
+        assert "torch.compiler.disable" in reason.reason
+        assert reason.user_stack[-1].filename.endswith("logdet/base.py")
+        assert "_memory_efficient_call" in reason.user_stack[-1].line
+
+
+def test_roulette_draws_do_not_recompile_a_training_step():
+    """The number of terms varies from step to step; the compiled graphs do not."""
+    model, x, _ = tiny_residual_flow("resflow")
+    model.train()
+    step = torch.compile(training_step(model), backend="aot_eager")
+    frames, draws = [], set()
+    for seed in range(10):
+        torch.manual_seed(seed)
+        step(x).backward()
+        frames.append(torch._dynamo.utils.counters["frames"]["total"])
+        draws.add(model.residual_blocks()[0].logdet.last_n_terms)
+    assert len(draws) >= 3
+    assert frames[-1] == frames[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_residual_flow_compiled_training_step_has_finite_gradients(preset):
@@ -217,3 +245,41 @@ def test_train_and_eval_commands_compile(compose_config, tmp_path, capsys):
         for c in ("true", "false")
     )
     assert compiled["mean"] == pytest.approx(eager["mean"], rel=1e-4)
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    """``compile_mode`` is passed to ``nn.Module.compile``; an unknown mode names the choices."""
+    from iresnet.cli.common import COMPILE_MODES, compile_models
+
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: seen.append(kwargs))
+    compile_models(toy(), toy(seed=1), mode="reduce-overhead")
+    assert seen == [{"mode": "reduce-overhead"}] * 2
+    with pytest.raises(ValueError, match="compile_mode must be one of default, reduce-overhead"):
+        compile_models(toy(), mode="fast")
+    assert "max-autotune" in COMPILE_MODES
+
+
+def test_train_command_refuses_an_unknown_compile_mode(compose_config):
+    from iresnet.cli.train import train
+
+    cfg = compose_config("train", ["experiment=toy2d", "compile=true", "compile_mode=fast"])
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        train(cfg)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_training_step_does_not_synchronize_on_cuda():
+    """Once its graphs are compiled, a step (roulette, Neumann gradient, memory-efficient backward)
+    makes no host synchronization: CUDA's sync debug mode turns one into an error."""
+    model, x, _ = tiny_residual_flow("resflow")
+    model, x = model.cuda().train(), x.cuda()
+    step = torch.compile(training_step(model))
+    for _ in range(3):
+        step(x).backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step(x).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

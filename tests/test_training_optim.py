@@ -121,3 +121,23 @@ def test_cosine_lr_decay_follows_warm_up_then_half_cosine_to_zero(tmp_path, monk
 def test_lr_decay_must_be_a_known_schedule(decay):
     with pytest.raises(ValueError, match="optim.lr_decay must be one of"):
         FlowLightningModule({"_target_": "iresnet.models.ToyFlow"}, lr_decay=decay)
+
+
+def test_evaluation_runs_in_full_float32_under_mixed_precision():
+    """Validation and test steps leave autocast (trainer.precision=bf16-mixed) and TF32 off: the same
+    scores as a float32 evaluation, to the bit."""
+    torch.manual_seed(0)
+    module = FlowLightningModule({"_target_": "iresnet.models.ToyFlow", "hidden": 32}, n_bits=None, recon_batch=0)
+    module.prepare_eval_model()
+    batch = (torch.randn(64, 2), torch.zeros(64, dtype=torch.long))
+
+    def scores() -> torch.Tensor:
+        torch.manual_seed(1)
+        module._eval_step(batch, 1, "val")
+        return module._val_scores.pop()
+
+    plain = scores()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = scores()
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0, atol=0)

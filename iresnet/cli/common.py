@@ -220,13 +220,20 @@ def require_converged(model: nn.Module) -> None:
             )
 
 
-def compile_models(*models: nn.Module) -> None:
+# torch.compile's modes; "reduce-overhead" replays CUDA graphs where the shapes allow.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_models(*models: nn.Module, mode: str | None = None) -> None:
     """``torch.compile`` each model's forward in place (``nn.Module.compile``: checkpoints keep their
-    keys). Estimators graph-break where they must run eagerly (the roulette's draw, the
-    memory-efficient backward); each number of terms drawn is a graph of its own, up to
-    ``torch._dynamo.config.recompile_limit``, past which new ones run eagerly."""
+    keys), in ``mode`` (one of :data:`COMPILE_MODES`; None: torch's default). Estimators
+    graph-break where they must run eagerly: the memory-efficient estimator (its draw of the number
+    of terms inside, so training graphs do not depend on it) and, without it, the roulette's draw,
+    where each number of terms is a graph of its own up to ``torch._dynamo.config.recompile_limit``."""
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)} or null, got {mode!r}.")
     for model in models:
-        model.compile()
+        model.compile(mode=mode)
 
 
 def compile_summary() -> str:

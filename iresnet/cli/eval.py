@@ -113,7 +113,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.get("logdet"):
         module.eval_model.set_logdet_estimator(instantiate(cfg.logdet))
     if cfg.get("compile"):
-        compile_models(module.eval_model)
+        compile_models(module.eval_model, mode=cfg.get("compile_mode"))
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[RichProgressBar()], enable_checkpointing=False
     )

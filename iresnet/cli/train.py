@@ -133,7 +133,7 @@ def train(cfg: DictConfig) -> dict:
             set_log_aside(log_dir, resumed_step)
         print(f"run directory: {run_dir}" + (f" (resuming from step {resumed_step})" if ckpt_path else ""))
     if cfg.get("compile"):
-        compile_models(module.model, module.eval_model)
+        compile_models(module.model, module.eval_model, mode=cfg.get("compile_mode"))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     name = module.metric

@@ -35,8 +35,8 @@ class ResidualBlock(Flow):
 
     After each call the block keeps its own statistics: ``last_logdet`` (detached ``(B,)``) and
     ``last_n_terms`` (series terms of that estimate, None for exact ones) after ``forward``,
-    ``last_inverse_stats`` after ``inverse`` (estimators and solvers may be shared by blocks); an
-    exported program keeps none.
+    ``last_inverse_stats`` after ``inverse`` (estimators and solvers may be shared by blocks); a
+    compiled or exported forward keeps none (the estimator still records its own last call).
 
     A ``net`` with a linear or convolutional layer on the path of ``x`` without spectral norm
     warns at construction, naming the layer: nothing then bounds its Lipschitz constant.
@@ -64,7 +64,9 @@ class ResidualBlock(Flow):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         context = context if self.conditional else None
         gx, logdet = self.logdet(self.net, x, training=self.training, context=context)
-        if not torch.compiler.is_exporting():  # an exported program keeps no Python-side state
+        # An exported program keeps no Python-side state; a compiled one would make every number of
+        # terms the roulette draws a graph of its own by copying it here (the estimator records it).
+        if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
             self.last_logdet, self.last_n_terms = logdet.detach(), getattr(self.logdet, "last_n_terms", None)
         return x + gx, logdet
 

@@ -20,11 +20,6 @@ from iresnet.logdet.series import (
 )  # fmt: skip
 
 
-# The memory-efficient autograd Function takes VJPs in its forward and rebuilds the graph in its
-# backward (torch.autograd.grad), which no captured graph holds: a compiled caller breaks here.
-_memory_efficient = torch.compiler.disable(memory_efficient_logdet)
-
-
 class SeriesLogDet(ABC):
     """Estimator ``est(net, x, training, context=None) -> (g(x), logdet)`` of ``log det(I + dg/dx)``.
 
@@ -95,13 +90,13 @@ class SeriesLogDet(ABC):
     def __call__(
         self, net: nn.Module, x: Tensor, training: bool, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
+        keep_graph = requires_graph(net, x, context)
+        if keep_graph and self.memory_efficient:
+            return self._memory_efficient_call(net, x, training, context)
         coeffs = self.coefficients(training)
         probes = sample_probe(x, self.probe, self.n_probes)
         chunk = self.samples_per_chunk(x)
-        keep_graph = requires_graph(net, x, context)
-        if keep_graph and self.memory_efficient:
-            g_x, logdet = _memory_efficient(net, x, probes, coeffs, self.grad, chunk, context)
-        elif torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
             g_x, logdet = traced_series_logdet(net, x, probes, coeffs, self.grad, context)
         elif not keep_graph:
             g_x, logdet, _ = chunked_series_terms(net, x, probes, coeffs, chunk, neumann=False, context=context)
@@ -111,9 +106,25 @@ class SeriesLogDet(ABC):
                 g_x = call_net(net, x_in, context)
                 value, objective = series_logdet(g_x, x_in, probes, coeffs, self.grad)
             logdet = with_gradient_of(value, objective)
+        self._record(coeffs, logdet)
+        return g_x, logdet
+
+    # The memory-efficient autograd Function takes VJPs in its forward and rebuilds the graph in its
+    # backward (torch.autograd.grad), which no captured graph holds: a compiled caller breaks here,
+    # once, with the draw of the terms inside, so no graph depends on the number drawn.
+    @torch.compiler.disable
+    def _memory_efficient_call(
+        self, net: nn.Module, x: Tensor, training: bool, context: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        coeffs = self.coefficients(training)
+        probes = sample_probe(x, self.probe, self.n_probes)
+        g_x, logdet = memory_efficient_logdet(net, x, probes, coeffs, self.grad, self.samples_per_chunk(x), context)
+        self._record(coeffs, logdet)
+        return g_x, logdet
+
+    def _record(self, coeffs: list[float], logdet: Tensor) -> None:
         self.last_n_terms = len(coeffs)
         self.last_logdet = logdet.detach()
-        return g_x, logdet
 
     def _settings(self) -> dict[str, object]:
         return {

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from iresnet.inverse import full_float32_precision
 from iresnet.lipschitz import LipschitzReport, lipschitz_report, update_spectral_norms
 from iresnet.metrics import bits_per_dim, mean_and_standard_error
 from iresnet.models import FlowModel
@@ -197,7 +198,8 @@ class FlowLightningModule(pl.LightningModule):
         self.log("train/logdet_mean", logdet.mean(), batch_size=b)
         if b > 1:
             self.log("train/logdet_std", logdet.std(), batch_size=b)
-        n_terms = self.model.residual_blocks()[0].last_n_terms
+        # The estimator's own record: a compiled block keeps none.
+        n_terms = getattr(self.model.residual_blocks()[0].logdet, "last_n_terms", None)
         if n_terms is not None:
             self.log("train/logdet_terms", float(n_terms), batch_size=b)
         return loss
@@ -264,6 +266,12 @@ class FlowLightningModule(pl.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> None:
+        # Evaluation in full float32 whatever training ran in (TF32, trainer.precision=bf16-mixed), so
+        # that bits/dim compare across runs; reconstruction needs it to reach its tolerance.
+        with full_float32_precision(), torch.autocast(batch[0].device.type, enabled=False):
+            self._full_precision_eval_step(batch, batch_idx, stage)
+
+    def _full_precision_eval_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> None:
         out = self.per_sample_loss(self.eval_model, batch)
         self._val_scores.append(out["score"].detach())
         if "correct" in out:
