@@ -21,7 +21,7 @@ by constants within rounding of 1, such as :class:`~iresnet.flows.LogitTransform
 graph itself when it loads it.
 
 The Hutchinson probes become draws of the ONNX runtime (``RandomNormalLike`` for Gaussian
-probes), made at every run: the file's log-densities are fresh draws of the estimator, as eager's are.
+probes, ``RandomUniformLike`` below 1/2 for Rademacher ones), made at every run: the file's log-densities are fresh draws of the estimator, as eager's are.
 """
 
 from __future__ import annotations
