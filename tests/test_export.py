@@ -92,13 +92,14 @@ def test_export_refuses_a_drawn_number_of_terms_or_a_stopping_rule():
         export_model(toy(), "sample", torch.randn(4, 2))
 
 
-def tiny_image_flow(**kwargs) -> tuple[ResidualFlow, torch.Tensor]:
+def tiny_image_flow(labels: torch.Tensor | None = None, **kwargs) -> tuple[ResidualFlow, torch.Tensor]:
+    """A small image flow in eval, ActNorm initialized on 4 images (with ``labels`` if conditional)."""
     torch.manual_seed(0)
     model = ResidualFlow(input_shape=(1, 8, 8), n_blocks=(1, 1), hidden_channels=8, fc_blocks=1, fc_hidden=8,
                          coeff=0.9, **kwargs)  # fmt: skip
     x = torch.rand(4, 1, 8, 8)
     model.train()
-    model.log_prob(x)  # initializes ActNorm
+    model.log_prob(x, labels)  # initializes ActNorm
     return model.eval(), x
 
 

@@ -49,14 +49,18 @@ def fixed_probes(like: torch.Tensor, kind: str, n_probes: int) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_image_onnx_log_prob_equals_eager_with_the_same_probes(loaded, monkeypatch):
+@pytest.mark.parametrize("labels", [None, torch.tensor([0, 1, 2, 0])], ids=["unconditional", "class-conditional"])
+def test_image_onnx_log_prob_equals_eager_with_the_same_probes(loaded, monkeypatch, labels):
     """The power series with LipSwish (the default) through convolutions, squeezes and the
-    fully connected block: with the same probes, ONNX's log p(x) is eager's."""
+    fully connected block: with the same probes, ONNX's log p(x) is eager's (the labels are the
+    second input of a class-conditional model's file)."""
     monkeypatch.setattr("iresnet.logdet.base.sample_probe", fixed_probes)
-    model, x = tiny_image_flow(logdet=PowerSeriesLogDet(n_terms=3))
+    conditional = {} if labels is None else {"labels": labels, "num_classes": 3}
+    model, x = tiny_image_flow(logdet=PowerSeriesLogDet(n_terms=3), **conditional)
+    inputs = (x,) if labels is None else (x, labels)
     with torch.no_grad():
-        expected = model.log_prob(x)
-    torch.testing.assert_close(loaded(export_onnx(model, "log_prob", x))(x), expected, atol=1e-4, rtol=1e-5)
+        expected = model.log_prob(*inputs)
+    torch.testing.assert_close(loaded(export_onnx(model, "log_prob", *inputs))(*inputs), expected, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.slow
