@@ -154,39 +154,51 @@ def load_program(path, fmt: str):
     return lambda *inputs: torch.from_numpy(session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0])
 
 
+def saved_images(tmp_path) -> list[str]:
+    images = tmp_path / "images.pt"
+    torch.save((torch.rand(16, 1, 28, 28) * 255).to(torch.uint8), images)
+    return [f"images={images}"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
-def test_exported_programs_reproduce_eval_and_invert(compose_config, tmp_path, tiny_ckpt, fmt):
-    """An image checkpoint: the exported log_prob gives iresnet-eval's bits/dim on the same images
-    (the same series estimator; its probes are the only difference), the exported inverse
-    iresnet-invert's reconstructions; as a torch.export program and as ONNX run by onnxruntime."""
+def test_exported_log_prob_reproduces_eval(compose_config, tmp_path, tiny_ckpt, fmt):
+    """An image checkpoint's exported log_prob gives iresnet-eval's bits/dim on the same images (the
+    same series estimator; its probes are the only difference), as a torch.export program and as
+    ONNX run by onnxruntime."""
     from iresnet.cli.eval import draws_of, evaluate, images_split
-    from iresnet.cli.invert import invert
     from iresnet.metrics import bits_per_dim
     from iresnet.training.checkpoint import load_module
 
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
-    ckpt = tiny_ckpt
-    module = load_module(ckpt)
-    images = tmp_path / "images.pt"
-    torch.save((torch.rand(16, 1, 28, 28) * 255).to(torch.uint8), images)
+    module = load_module(tiny_ckpt)
     series = "{_target_:iresnet.logdet.PowerSeriesLogDet,n_terms:10,n_probes:4}"
-    common = [f"ckpt_path={ckpt}", f"images={images}"]
+    common = [f"ckpt_path={tiny_ckpt}", *saved_images(tmp_path)]
     eval_cfg = compose_config("eval", [*common, "batch_size=16", f"out={tmp_path / 'eval.json'}", f"logdet={series}"])
     result = evaluate(eval_cfg)
-    export(compose_config("export", [f"ckpt_path={ckpt}", "batch_size=16", f"logdet={series}", f"format={fmt}",
+    export(compose_config("export", [f"ckpt_path={tiny_ckpt}", "batch_size=16", f"logdet={series}", f"format={fmt}",
                                      f"out={tmp_path / f'lp.{fmt}'}"]))  # fmt: skip
     log_prob = load_program(tmp_path / f"lp.{fmt}", fmt)
     ((x, _),) = list(draws_of(images_split(eval_cfg, module), module.hparams.n_bits, eval_cfg.seed, 16)(0))
     bpd = bits_per_dim(log_prob(x), x[0].numel(), n_bins=2**module.hparams.n_bits)
     assert float(bpd.mean()) == pytest.approx(result["mean"], abs=result["se"])
 
+
+@pytest.mark.slow
+def test_exported_sample_reproduces_invert(compose_config, tmp_path, tiny_ckpt):
+    """The exported inverse decodes an image checkpoint's codes to iresnet-invert's accuracy (ONNX's
+    inverse: tests/test_onnx.py, on a small image flow)."""
+    from iresnet.cli.invert import invert
+    from iresnet.training.checkpoint import load_module
+
+    common = [f"ckpt_path={tiny_ckpt}", *saved_images(tmp_path)]
     error = invert(compose_config("invert", [*common, "n=16", f"out={tmp_path / 'recon.png'}"]))
-    export(compose_config("export", [f"ckpt_path={ckpt}", "what=sample", "batch_size=16", "max_iter=200",
-                                     f"format={fmt}", f"out={tmp_path / f'sample.{fmt}'}"]))  # fmt: skip
-    model = module.prepare_eval_model()
+    export(compose_config("export", [f"ckpt_path={tiny_ckpt}", "what=sample", "batch_size=16", "max_iter=30",
+                                     f"out={tmp_path / 'sample.pt2'}"]))  # fmt: skip
+    model = load_module(tiny_ckpt).prepare_eval_model()
+    x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
         z, _ = model(x)
-    decoded = load_program(tmp_path / f"sample.{fmt}", fmt)(z)
+    decoded = load_program(tmp_path / "sample.pt2", "pt2")(z)
     assert error < 1e-3 and (decoded - x).abs().max() < 1e-3
