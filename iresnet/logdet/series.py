@@ -22,7 +22,7 @@ Its gradient (``d tr(J^k)/k = tr(J^(k-1) dJ)``) is estimated in one of two ways:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from iresnet.logdet._autograd import (
     batch_dot, call_net, graph_scope, net_chunks, rows_of, traced_products, tracked_input, vjp,
 )  # fmt: skip
+from iresnet.logdet.products import sequential_products
 
 GRAD_MODES = ("backprop", "neumann")
 
@@ -48,13 +49,20 @@ def series_terms(
     ``n = len(coeffs)``. ``value`` is differentiable through every VJP if ``create_graph``.
     ``w: (P, B, ...)`` (or ``None`` unless ``neumann``) is the left vector of the surrogate.
     """
+    return product_series(lambda row: vjp(g, x, row, create_graph=create_graph), probes, coeffs, neumann)
+
+
+def product_series(
+    product: Callable[[Tensor], Tensor], probes: Tensor, coeffs: Sequence[float], neumann: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`series_terms` from any map ``product: u -> u J`` of ``(P, B, ...)`` rows."""
     row = probes  # v^T J^(k-1) at the start of iteration k
     neumann_row = 0.0 if neumann else None
     value = 0.0
     for k, c in enumerate(coeffs, start=1):
         if neumann:
             neumann_row = neumann_row + (-1) ** (k - 1) * c * row
-        row = vjp(g, x, row, create_graph=create_graph)
+        row = product(row)
         value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
     return value.mean(0), neumann_row
 
@@ -75,9 +83,14 @@ def chunked_series_terms(
     g_parts, values, rows = [], [], []
     for part in net_chunks(net, len(x), chunk_size):
         with graph_scope():
-            x_in = tracked_input(x[part], keep_graph=False)
-            g = call_net(net, x_in, rows_of(context, part))
-            value, row = series_terms(g, x_in, probes[:, part], coeffs, neumann=neumann)
+            products = None if context is not None else sequential_products(net, x[part])
+            if products is not None:  # the layers' own adjoints: no graph, no autograd engine
+                g, product = products
+                value, row = product_series(product, probes[:, part], coeffs, neumann)
+            else:
+                x_in = tracked_input(x[part], keep_graph=False)
+                g = call_net(net, x_in, rows_of(context, part))
+                value, row = series_terms(g, x_in, probes[:, part], coeffs, neumann=neumann)
         g_parts.append(g.detach())
         values.append(value.detach())
         rows.append(row)

@@ -1,0 +1,119 @@
+r"""Jacobian products of a sequential branch by its layers' own adjoints, without autograd.
+
+The series estimators take many products ``u J`` at one point ``x``. For a branch that is an
+``nn.Sequential`` of LipSwish activations and zero-padded convolutions or linear layers (the
+presets' branches), one forward pass keeps each activation's slope ``f'(h)`` and each layer's
+weight, and a product runs the layers backwards:
+
+    u <- conv_transpose(u, W)   (u W for a linear layer),      u <- u * f'(h)   (in place).
+
+Autograd would record a graph for the products, run its engine once per product and allocate every
+intermediate gradient; here each product allocates only its layers' outputs. This is the estimators'
+graph-free path: evaluation, and the values and Neumann rows of the memory-efficient forward in
+training (whose backward differentiates the branch with autograd). Any other branch returns None
+and the callers take the products with autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from iresnet.lipschitz.activations import LipSwish
+from iresnet.ops import lipswish as lipswish_op
+from iresnet.ops.conv import Conv2d, conv_forward, conv_input_grad
+
+# An adjoint step: the map u -> u * slope (in place) or u -> u J_layer.
+_Adjoint = Callable[[Tensor], Tensor]
+
+
+def _plain(layer: nn.Module) -> bool:
+    """No hooks but forward pre-hooks on the input alone (spectral normalization's size check),
+    which :func:`_run_pre_hooks` runs."""
+    return not (layer._forward_hooks or layer._backward_hooks or layer._forward_pre_hooks_with_kwargs)
+
+
+def _run_pre_hooks(layer: nn.Module, h: Tensor) -> Tensor:
+    for hook in layer._forward_pre_hooks.values():
+        result = hook(layer, (h,))
+        if result is not None:
+            h = result[0] if isinstance(result, tuple) else result
+    return h
+
+
+def _supported(layer: nn.Module) -> bool:
+    if not _plain(layer):
+        return False
+    if type(layer) is LipSwish:
+        return True
+    if isinstance(layer, nn.Conv2d):
+        return (
+            type(layer).forward is nn.Conv2d.forward
+            and type(layer)._conv_forward in (nn.Conv2d._conv_forward, Conv2d._conv_forward)
+            and layer.groups == 1
+            and layer.padding_mode == "zeros"
+            and not isinstance(layer.padding, str)
+        )
+    return isinstance(layer, nn.Linear) and type(layer).forward is nn.Linear.forward
+
+
+def _lipswish(layer: LipSwish, h: Tensor) -> tuple[Tensor, _Adjoint]:
+    beta = layer.beta.view(-1, *([1] * (h.ndim - 2)))
+    z = h * beta
+    slope = torch.ops.aten.silu_backward(z.new_full((), 1 / lipswish_op.LIPSWISH_SCALE).expand_as(z), z)
+    out = F.silu(z, inplace=True).mul_(1 / (lipswish_op.LIPSWISH_SCALE * beta))
+    return out, lambda u: u.mul_(slope)
+
+
+def _conv(layer: nn.Conv2d, h: Tensor) -> tuple[Tensor, _Adjoint]:
+    weight, conf = layer.weight, (layer.stride, layer.padding, layer.dilation)
+    return conv_forward(h, weight, layer.bias, conf), lambda u: conv_input_grad(u, h, weight, conf)
+
+
+def _linear(layer: nn.Linear, h: Tensor) -> tuple[Tensor, _Adjoint]:
+    weight = layer.weight
+    return F.linear(h, weight, layer.bias), lambda u: u @ weight
+
+
+def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]] | None:
+    """``(g(x), product)`` with ``product: (P, B, ...) -> (P, B, ...)``, ``u[p] -> u[p] J`` for the
+    per-sample Jacobian ``J`` of ``g = net`` at ``x: (B, ...)``; None unless ``net`` is an
+    ``nn.Sequential`` of supported layers (LipSwish, zero-padded ``groups=1`` convolutions, linear
+    layers; parametrized ones included) without hooks.
+
+    Runs without a graph: nothing is differentiable. Each parametrized weight is read once, as a
+    forward pass of ``net`` reads it (spectral normalization's power iteration runs in training
+    mode, as there).
+    """
+    if not isinstance(net, nn.Sequential) or not all(_supported(layer) for layer in net):
+        return None
+    adjoints: list[_Adjoint] = []
+    scales: list[bool] = []
+    h = x
+    with torch.no_grad():
+        for layer in net:
+            h = _run_pre_hooks(layer, h)
+            if type(layer) is LipSwish:
+                h, adjoint = _lipswish(layer, h)
+            elif isinstance(layer, nn.Conv2d):
+                h, adjoint = _conv(layer, h)
+            else:
+                h, adjoint = _linear(layer, h)
+            adjoints.append(adjoint)
+            scales.append(type(layer) is LipSwish)
+
+    def product(u: Tensor) -> Tensor:
+        rows = []
+        with torch.no_grad():
+            for row in u:
+                # The in-place scalings must not write into the caller's tensor.
+                row = row.clone() if scales[-1] else row
+                for adjoint in reversed(adjoints):
+                    row = adjoint(row)
+                rows.append(row)
+        return torch.stack(rows)
+
+    return h, product
