@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iresnet.lipschitz.activations import LipSwish
-from iresnet.ops import lipswish as lipswish_op
 from iresnet.ops.conv import Conv2d, conv_forward, conv_input_grad
+from iresnet.ops.lipswish import LIPSWISH_SCALE
 
 # An adjoint step: the map u -> u * slope (in place) or u -> u J_layer.
 _Adjoint = Callable[[Tensor], Tensor]
@@ -63,8 +63,8 @@ def _supported(layer: nn.Module) -> bool:
 def _lipswish(layer: LipSwish, h: Tensor) -> tuple[Tensor, _Adjoint]:
     beta = layer.beta.view(-1, *([1] * (h.ndim - 2)))
     z = h * beta
-    slope = torch.ops.aten.silu_backward(z.new_full((), 1 / lipswish_op.LIPSWISH_SCALE).expand_as(z), z)
-    out = F.silu(z, inplace=True).mul_(1 / (lipswish_op.LIPSWISH_SCALE * beta))
+    slope = torch.ops.aten.silu_backward(z.new_full((), 1 / LIPSWISH_SCALE).expand_as(z), z)
+    out = F.silu(z, inplace=True).mul_(1 / (LIPSWISH_SCALE * beta))
     return out, lambda u: u.mul_(slope)
 
 
