@@ -91,7 +91,6 @@ def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Te
     if not isinstance(net, nn.Sequential) or not all(_supported(layer) for layer in net):
         return None
     adjoints: list[_Adjoint] = []
-    scales: list[bool] = []
     h = x
     with torch.no_grad():
         for layer in net:
@@ -103,14 +102,14 @@ def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Te
             else:
                 h, adjoint = _linear(layer, h)
             adjoints.append(adjoint)
-            scales.append(type(layer) is LipSwish)
+    # The first adjoint of a product scales in place: it must not write into the caller's rows.
+    copy_rows = type(net[-1]) is LipSwish
 
     def product(u: Tensor) -> Tensor:
         rows = []
         with torch.no_grad():
             for row in u:
-                # The in-place scalings must not write into the caller's tensor.
-                row = row.clone() if scales[-1] else row
+                row = row.clone() if copy_rows else row
                 for adjoint in reversed(adjoints):
                     row = adjoint(row)
                 rows.append(row)

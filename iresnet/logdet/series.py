@@ -126,13 +126,9 @@ def traced_series_logdet(
     and ``torch.export`` capture in one graph. Shapes as in :func:`series_terms`."""
     g, product = traced_products(net, x, context)
     neumann = grad == "neumann"
-    row, neumann_row, value = probes, 0.0, 0.0
-    for k, c in enumerate(coeffs, start=1):
-        if neumann:
-            neumann_row = neumann_row + (-1) ** (k - 1) * c * row
-        row = product(row).detach() if neumann else product(row)
-        value = value + (-1) ** (k + 1) * c / k * batch_dot(row, probes)
-    value = value.mean(0)
+    # With the Neumann gradient the series' products carry no graph: only the surrogate's does.
+    terms = (lambda row: product(row).detach()) if neumann else product
+    value, neumann_row = product_series(terms, probes, coeffs, neumann)
     if not neumann:
         return g, value
     return g, with_gradient_of(value, batch_dot(product(neumann_row), probes).mean(0))
