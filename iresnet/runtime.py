@@ -3,15 +3,10 @@
 Each command applies its config's ``runtime`` group in ``main()`` (:func:`apply_runtime`) and
 prints what it applied; a script or notebook may call the same function. Nothing here runs when
 a module is imported: a library must not change the process it is imported into.
-
-The C library's allocator is the user's choice, made in their own environment (``LD_PRELOAD``
-for tcmalloc or jemalloc, ``GLIBC_TUNABLES`` for glibc's malloc); docs/benchmarks.md has the
-measured trade-offs.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -22,14 +17,6 @@ SETTINGS = ("threads", "quiet_lightning_notes")
 # Lightning's notes that do not apply to iresnet's runs: the EMA copy is in eval mode on purpose,
 # and its own deprecation notice about torch's pytree API.
 LIGHTNING_NOTES = (r".*module\(s\) in eval mode.*", r".*treespec, LeafSpec.*")
-# Allocators recognised in LD_PRELOAD, for a benchmark's record of its environment.
-_PRELOADED = {"tcmalloc": "tcmalloc", "jemalloc": "jemalloc", "mimalloc": "mimalloc"}
-
-
-def preloaded_allocator() -> str | None:
-    """The allocator preloaded with ``LD_PRELOAD`` (``tcmalloc``, ``jemalloc``, ...), or None."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    return next((name for key, name in _PRELOADED.items() if key in preload), None)
 
 
 def apply_runtime(settings: Mapping[str, Any]) -> list[str]:

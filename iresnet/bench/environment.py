@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 import iresnet
-from iresnet.runtime import preloaded_allocator
+
+# Allocators recognised in LD_PRELOAD (the user's choice of environment), for the record.
+_PRELOADED = ("tcmalloc", "jemalloc", "mimalloc")
 
 
 def cpu_model() -> str:
@@ -22,6 +24,12 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def preloaded_allocator() -> str | None:
+    """The allocator preloaded with ``LD_PRELOAD`` (``tcmalloc``, ``jemalloc``, ...), or None."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    return next((name for name in _PRELOADED if name in preload), None)
 
 
 def git_commit() -> str | None:
