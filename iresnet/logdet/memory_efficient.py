@@ -11,6 +11,9 @@ where ``s`` is the Neumann surrogate ``w^T J v`` (or, for ``grad="backprop"``, t
 itself rebuilt with a graph). One pass gives ``g``'s own gradient and the log-det gradient
 together, per sample, so any per-sample weighting of the log-dets is exact. Peak memory is
 that of one chunk, whatever the number of terms, the batch size or the depth of the model.
+For the Neumann gradient of a sequential branch of LipSwish and linear maps (the presets'),
+:mod:`iresnet.logdet.surrogate` takes the same gradient from the layers' own derivatives,
+without autograd, in sweeps smaller than a chunk.
 
 Recomputing ``g`` must give the forward's function exactly. Parametrized weights (spectral
 normalization) update their power-iteration state in training mode, so every evaluation after
@@ -28,7 +31,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from iresnet.logdet._autograd import batch_chunks, call_net, frozen_parametrizations
+from iresnet.logdet.products import sequential_supported
 from iresnet.logdet.series import chunked_series_terms, neumann_surrogate, series_terms
+from iresnet.logdet.surrogate import sequential_surrogate_backward
 
 
 class _MemoryEfficientLogDet(torch.autograd.Function):
@@ -48,6 +53,15 @@ class _MemoryEfficientLogDet(torch.autograd.Function):
     def backward(ctx: Any, grad_g: Tensor, grad_logdet: Tensor):
         x, probes, context = ctx.saved_tensors
         net, params, rows = ctx.net, ctx.params, ctx.rows
+        ctx.rows = None
+        if rows is not None and context is None and sequential_supported(net):
+            # The Neumann surrogate of a sequential branch: its layers' own derivatives, no graph.
+            with frozen_parametrizations(net):
+                grad_x, grad_params = sequential_surrogate_backward(
+                    net, x, probes, rows, batch_chunks(len(x), ctx.chunk_size), grad_g, grad_logdet, params,
+                    need_x=ctx.needs_input_grad[1],
+                )  # fmt: skip
+            return (None, grad_x, None, None, None, None, None, *grad_params)
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[1] else None
         # A context that requires grad (features of a network trained jointly) gets its gradient
         # through the branch's value and the log-det surrogate, at fixed x.
@@ -76,7 +90,6 @@ class _MemoryEfficientLogDet(torch.autograd.Function):
                     total if new is None else new if total is None else total.add_(new)
                     for total, new in zip(grad_params, grads)
                 ]
-        ctx.rows = None
         return (None, grad_x, grad_context, None, None, None, None, *grad_params)
 
 

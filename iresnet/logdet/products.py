@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from iresnet.lipschitz.activations import LipSwish
 from iresnet.ops.conv import Conv2d, conv_forward, conv_input_grad
-from iresnet.ops.lipswish import LIPSWISH_SCALE
+from iresnet.ops.lipswish import LIPSWISH_SCALE, lipswish_slope
 
 # An adjoint step: the map u -> u * slope (in place) or u -> u J_layer.
 _Adjoint = Callable[[Tensor], Tensor]
@@ -32,11 +32,12 @@ _Adjoint = Callable[[Tensor], Tensor]
 
 def _plain(layer: nn.Module) -> bool:
     """No hooks but forward pre-hooks on the input alone (spectral normalization's size check),
-    which :func:`_run_pre_hooks` runs."""
+    which :func:`run_pre_hooks` runs."""
     return not (layer._forward_hooks or layer._backward_hooks or layer._forward_pre_hooks_with_kwargs)
 
 
-def _run_pre_hooks(layer: nn.Module, h: Tensor) -> Tensor:
+def run_pre_hooks(layer: nn.Module, h: Tensor) -> Tensor:
+    """``layer``'s forward pre-hooks on its input ``h``, as a call of ``layer`` runs them."""
     for hook in layer._forward_pre_hooks.values():
         result = hook(layer, (h,))
         if result is not None:
@@ -63,7 +64,7 @@ def _supported(layer: nn.Module) -> bool:
 def _lipswish(layer: LipSwish, h: Tensor) -> tuple[Tensor, _Adjoint]:
     beta = layer.beta.view(-1, *([1] * (h.ndim - 2)))
     z = h * beta
-    slope = torch.ops.aten.silu_backward(z.new_full((), 1 / LIPSWISH_SCALE).expand_as(z), z)
+    slope = lipswish_slope(z)
     out = F.silu(z, inplace=True).mul_(1 / (LIPSWISH_SCALE * beta))
     return out, lambda u: u.mul_(slope)
 
@@ -78,23 +79,28 @@ def _linear(layer: nn.Linear, h: Tensor) -> tuple[Tensor, _Adjoint]:
     return F.linear(h, weight, layer.bias), lambda u: u @ weight
 
 
+def sequential_supported(net: nn.Module) -> bool:
+    """Whether ``net`` is an ``nn.Sequential`` of supported layers (LipSwish, zero-padded
+    ``groups=1`` convolutions, linear layers; parametrized ones included) without hooks."""
+    return isinstance(net, nn.Sequential) and all(_supported(layer) for layer in net)
+
+
 def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]] | None:
     """``(g(x), product)`` with ``product: (P, B, ...) -> (P, B, ...)``, ``u[p] -> u[p] J`` for the
-    per-sample Jacobian ``J`` of ``g = net`` at ``x: (B, ...)``; None unless ``net`` is an
-    ``nn.Sequential`` of supported layers (LipSwish, zero-padded ``groups=1`` convolutions, linear
-    layers; parametrized ones included) without hooks.
+    per-sample Jacobian ``J`` of ``g = net`` at ``x: (B, ...)``; None unless
+    :func:`sequential_supported`.
 
     Runs without a graph: nothing is differentiable. Each parametrized weight is read once, as a
     forward pass of ``net`` reads it (spectral normalization's power iteration runs in training
     mode, as there).
     """
-    if not isinstance(net, nn.Sequential) or not all(_supported(layer) for layer in net):
+    if not sequential_supported(net):
         return None
     adjoints: list[_Adjoint] = []
     h = x
     with torch.no_grad():
         for layer in net:
-            h = _run_pre_hooks(layer, h)
+            h = run_pre_hooks(layer, h)
             if type(layer) is LipSwish:
                 h, adjoint = _lipswish(layer, h)
             elif isinstance(layer, nn.Conv2d):
