@@ -17,7 +17,10 @@
 # 15 minutes of device time). Environment: OUT (default compare-gpu), PEER_DIR (default
 # .peers/residual-flows), STEPS (mnist5k, default 60), CIFAR_STEPS (default 12; 0: none), BATCH
 # (default 64), LIMIT_S (seconds per comparison, default 150), DEVICE (default cuda; a CPU rehearsal:
-# DEVICE=cpu STEPS=4 CIFAR_STEPS=0 BATCH=8).
+# DEVICE=cpu STEPS=4 CIFAR_STEPS=0 BATCH=8), BPD_STEPS (default 0: none; 2000 for issue 35's check):
+# that many protocol steps of `iresnet-train`, compiled where it can, then its test bits/dim in
+# $OUT/bpd.log, to set beside the CPU eager run of the same steps
+# (`iresnet-train experiment=mnist5k_bench trainer.max_steps=2000 trainer.max_epochs=-1`).
 set -u
 OUT=${OUT:-compare-gpu}
 PEER_DIR=${PEER_DIR:-.peers/residual-flows}
@@ -26,6 +29,7 @@ CIFAR_STEPS=${CIFAR_STEPS:-12}
 BATCH=${BATCH:-64}
 LIMIT_S=${LIMIT_S:-150}
 DEVICE=${DEVICE:-cuda}
+BPD_STEPS=${BPD_STEPS:-0}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 
@@ -64,4 +68,12 @@ compare mnist5k-eager mnist5k "$STEPS" $((STEPS / 3))
 [ -n "$compiles" ] && compare mnist5k-compiled mnist5k "$STEPS" $((STEPS / 2)) --override compile=true
 [ -n "$compiles" ] && [ "$CIFAR_STEPS" -gt 0 ] &&
     compare cifar10-paper-compiled cifar10-paper "$CIFAR_STEPS" $((CIFAR_STEPS / 2)) --override compile=true
+if [ "$BPD_STEPS" -gt 0 ]; then
+    trainer=$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)
+    echo "== bits/dim after $BPD_STEPS protocol steps, trainer=$trainer ${compiles:+compile=true}"
+    timeout "$LIMIT_S" python3 -m iresnet.cli.train experiment=mnist5k_bench trainer="$trainer" \
+        trainer.max_steps="$BPD_STEPS" trainer.max_epochs=-1 ${compiles:+compile=true} \
+        hydra.run.dir="$OUT/runs/bpd" 2>&1 | tail -n 20 | tee "$OUT/bpd.log"
+    [ "${PIPESTATUS[0]}" -ne 0 ] && failed=$((failed + 1))
+fi
 exit "$failed"

@@ -81,3 +81,36 @@ def test_reconstruct_does_not_initialize_actnorm():
         model.reconstruct(torch.randn(4, 2))
     _assert_unchanged(model, state, "reconstruct")
     assert model.training
+
+
+class _Recording(torch.nn.Module):
+    """A conditional branch ``g(x, c) = 0.5 tanh(x) + 0.1 c`` that records the batch sizes it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return 0.5 * torch.tanh(x) + 0.1 * context.view(-1, 1, 1, 1)
+
+
+def test_inverse_evaluates_the_branch_on_the_estimators_chunks_with_their_context_rows():
+    """The solver sees the whole batch; the branch at most the estimator's chunk of it, with
+    the context rows of those samples: the same solution and stats as without chunks."""
+    from iresnet.flows import ResidualBlock
+    from iresnet.logdet import RouletteLogDet
+
+    torch.manual_seed(0)
+    y, context = torch.randn(7, 2, 4, 4), torch.randn(7)
+    results = []
+    for chunk_size in (None, 3):
+        branch = _Recording()
+        block = ResidualBlock(branch, logdet=RouletteLogDet(chunk_size=chunk_size))
+        x = block.inverse(y, context)
+        results.append((x, block.last_inverse_stats, branch.sizes))
+    (x_whole, stats_whole, sizes_whole), (x_chunked, stats_chunked, sizes_chunked) = results
+    assert max(sizes_whole) == 7 and max(sizes_chunked) == 3
+    torch.testing.assert_close(x_chunked, x_whole, atol=0, rtol=0)
+    assert stats_chunked == stats_whole
+    torch.testing.assert_close(x_chunked + 0.5 * torch.tanh(x_chunked) + 0.1 * context.view(-1, 1, 1, 1), y)

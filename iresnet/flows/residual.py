@@ -79,13 +79,18 @@ class ResidualBlock(Flow):
         """
         context = context if self.conditional else None
         weight = next(self.net.parameters(), None)
-        if weight is None or weight.dtype == y.dtype:
-            x, self.last_inverse_stats = self.solver(self.net, y, context=context)
-        else:
-            dtype = weight.dtype
+        dtype = y.dtype if weight is None else weight.dtype
+        # The branch on at most the estimator's chunk of samples at a time (its chunk_size and
+        # chunk_pixels bounds), as its graph-free evaluation runs: the feature maps of a chunk stay
+        # in the cache, and the process does not return and re-fault their memory every iteration.
+        chunk = getattr(self.logdet, "samples_per_chunk", lambda y: None)(y)
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            chunk = None
 
-            def net(x: Tensor, *context: Tensor) -> Tensor:
-                return self.net(x.to(dtype), *context).to(y.dtype)
+        def net(x: Tensor, *context: Tensor) -> Tensor:
+            if chunk is not None and len(x) > chunk:
+                return torch.cat([net(*rows) for rows in zip(*(t.split(chunk) for t in (x, *context)))])
+            return self.net(x.to(dtype), *context).to(y.dtype)
 
-            x, self.last_inverse_stats = self.solver(net, y, eps=torch.finfo(dtype).eps, context=context)
+        x, self.last_inverse_stats = self.solver(net, y, eps=torch.finfo(dtype).eps, context=context)
         return x
