@@ -145,3 +145,25 @@ def test_estimator_gradients_equal_through_either_path(estimator, monkeypatch):
     torch.testing.assert_close(logdet0, logdet1)
     for a, b in zip(grads0, grads1):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_a_step_under_bf16_autocast_takes_the_same_gradients_as_autograd(monkeypatch):
+    """The forward's rows and g come out of autocast in bfloat16; the backward runs in the
+    weights' float32, through the sweep as through autograd."""
+    from iresnet.models import ResidualFlow
+
+    grads = []
+    for sweep in (True, False):
+        if not sweep:
+            monkeypatch.setattr(memory_efficient, "sequential_supported", lambda net: False)
+        torch.manual_seed(0)
+        model = ResidualFlow(input_shape=(1, 8, 8), n_blocks=[1, 1], hidden_channels=8, fc_blocks=1, fc_hidden=8)
+        x = torch.rand(4, 1, 8, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = -model.log_prob(x).mean()
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for a, b in zip(*grads):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)

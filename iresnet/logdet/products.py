@@ -79,6 +79,12 @@ def _linear(layer: nn.Linear, h: Tensor) -> tuple[Tensor, _Adjoint]:
     return F.linear(h, weight, layer.bias), lambda u: u @ weight
 
 
+def full_precision(x: Tensor) -> torch.autocast:
+    """Autocast off on ``x``'s device: the layers' adjoints run in the dtype of their inputs, which
+    autocast would mix (a bfloat16 convolution output beside float32 rows)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def sequential_supported(net: nn.Module) -> bool:
     """Whether ``net`` is an ``nn.Sequential`` of supported layers (LipSwish, zero-padded
     ``groups=1`` convolutions, linear layers; parametrized ones included) without hooks."""
@@ -90,15 +96,15 @@ def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Te
     per-sample Jacobian ``J`` of ``g = net`` at ``x: (B, ...)``; None unless
     :func:`sequential_supported`.
 
-    Runs without a graph: nothing is differentiable. Each parametrized weight is read once, as a
-    forward pass of ``net`` reads it (spectral normalization's power iteration runs in training
-    mode, as there).
+    Runs without a graph and without autocast (in ``x``'s dtype): nothing is differentiable. Each
+    parametrized weight is read once, as a forward pass of ``net`` reads it (spectral
+    normalization's power iteration runs in training mode, as there).
     """
     if not sequential_supported(net):
         return None
     adjoints: list[_Adjoint] = []
     h = x
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(x):
         for layer in net:
             h = run_pre_hooks(layer, h)
             if type(layer) is LipSwish:
@@ -113,7 +119,7 @@ def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Te
 
     def product(u: Tensor) -> Tensor:
         rows = []
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(x):
             for row in u:
                 row = row.clone() if copy_rows else row
                 for adjoint in reversed(adjoints):

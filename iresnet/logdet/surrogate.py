@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from iresnet.lipschitz.activations import LipSwish
 from iresnet.logdet._autograd import batch_chunks
-from iresnet.logdet.products import run_pre_hooks
+from iresnet.logdet.products import full_precision, run_pre_hooks
 from iresnet.ops.conv import conv_forward, conv_input_grad, conv_weight_grad
 from iresnet.ops.lipswish import LIPSWISH_SCALE, lipswish_slope
 
@@ -217,14 +217,16 @@ def sequential_surrogate_backward(
     a parameter that ``L`` does not reach gets None.
 
     Call with ``net``'s parametrizations frozen (the forward's weights). Leaves its arguments
-    unchanged."""
+    unchanged. Runs in ``x``'s dtype, as autograd's backward of the branch would: rows and
+    gradients that a forward under autocast left in a lower precision are cast to it."""
+    rows, grad_g, grad_logdet = [r.to(x.dtype) for r in rows], grad_g.to(x.dtype), grad_logdet.to(x.dtype)
     used = _used(net)
     n_probes = probes.shape[0]
     size = sweep_samples(net, x, n_probes)
     maps = _KeptMaps(min(size, len(x)) * kept_per_sample(net, x, n_probes), x)
     grad_x = torch.empty_like(x) if need_x else None
     totals: list[list[Tensor | None]] | None = None
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(x):
         for part, part_rows in zip(chunks, rows):
             n = part_rows.shape[1]
             for sub in batch_chunks(n, math.ceil(n / math.ceil(n / size))):
