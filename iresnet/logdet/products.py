@@ -61,8 +61,13 @@ def _supported(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear) and type(layer).forward is nn.Linear.forward
 
 
+def channel_view(beta: Tensor, ndim: int) -> Tensor:
+    """LipSwish's ``beta: (C,)`` or ``(1,)`` shaped to broadcast along dim 1 of an ``ndim``-dim map."""
+    return beta.view(-1, *([1] * (ndim - 2)))
+
+
 def _lipswish(layer: LipSwish, h: Tensor) -> tuple[Tensor, _Adjoint]:
-    beta = layer.beta.view(-1, *([1] * (h.ndim - 2)))
+    beta = channel_view(layer.beta, h.ndim)
     z = h * beta
     slope = lipswish_slope(z)
     out = F.silu(z, inplace=True).mul_(1 / (LIPSWISH_SCALE * beta))

@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from iresnet.lipschitz.activations import LipSwish
 from iresnet.logdet._autograd import batch_chunks
-from iresnet.logdet.products import full_precision, run_pre_hooks
-from iresnet.ops.conv import conv_forward, conv_input_grad, conv_weight_grad
+from iresnet.logdet.products import channel_view, full_precision, run_pre_hooks
+from iresnet.ops.conv import conv_forward, conv_input_grad, conv_output_size, conv_weight_grad
 from iresnet.ops.lipswish import LIPSWISH_SCALE, lipswish_slope
 
 # The maps one sweep keeps, per call: about a typical L3 cache (32 MiB on the 2-core benchmark
@@ -62,10 +62,7 @@ def kept_per_sample(net: nn.Sequential, x: Tensor, n_probes: int) -> int:
             kept += (3 + n_probes) * channels * math.prod(size)
         elif isinstance(layer, nn.Conv2d):
             kept += (1 + n_probes) * channels * math.prod(size)
-            size = [
-                (n + 2 * p - d * (k - 1) - 1) // s + 1
-                for n, k, s, p, d in zip(size, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-            ]
+            size = conv_output_size(size, layer.kernel_size, (layer.stride, layer.padding, layer.dilation))
             channels = layer.out_channels
         else:
             kept += (1 + n_probes) * channels
@@ -108,10 +105,6 @@ def _used(net: nn.Sequential) -> list[_Used]:
         return [(layer.beta,) if type(layer) is LipSwish else (layer.weight, layer.bias) for layer in net]
 
 
-def _channel_view(beta: Tensor, ndim: int) -> Tensor:
-    return beta.view(-1, *([1] * (ndim - 2)))
-
-
 def _tangent_sweep(net: nn.Sequential, used: Sequence[_Used], maps: _KeptMaps, x: Tensor,
                    probes: Tensor) -> list[tuple[Tensor, ...]]:  # fmt: skip
     """The forward sweep from ``x: (B, ...)`` with tangents ``probes: (P, B, ...)``: per layer,
@@ -123,21 +116,23 @@ def _tangent_sweep(net: nn.Sequential, used: Sequence[_Used], maps: _KeptMaps, x
     for i, (layer, tensors) in enumerate(zip(net, used)):
         h = run_pre_hooks(layer, h)
         if type(layer) is LipSwish:
-            beta = _channel_view(tensors[0].detach(), h.ndim)
+            beta = channel_view(tensors[0].detach(), h.ndim)
             z = torch.mul(h, beta, out=maps.like(h))
             s = torch.sigmoid(z, out=maps.like(z))
             slope = lipswish_slope(z, out=maps.like(z))
             if i:  # a layer's output: into the kept maps, so that its own memory is freed at once
                 t = maps.like(t).copy_(t)
             kept.append((z, s, slope, t))
-            # What the next layer keeps goes to the kept maps; the branch's output does not.
-            last = i == len(net) - 1
-            h = torch.mul(z, s, out=None if last else maps.like(z)).mul_(1 / (LIPSWISH_SCALE * beta))
-            t_out = None if last else maps.like(t).view(n_probes, batch, *t.shape[1:])
+            if i == len(net) - 1:  # the branch's output, which the adjoint sweep does not use
+                break
+            h = torch.mul(z, s, out=maps.like(z)).mul_(1 / (LIPSWISH_SCALE * beta))
+            t_out = maps.like(t).view(n_probes, batch, *t.shape[1:])
             t = torch.mul(t.view(n_probes, batch, *t.shape[1:]), slope, out=t_out).view_as(t)
         else:
             weight, bias = (None if p is None else p.detach() for p in tensors)
             kept.append((h, t))
+            if i == len(net) - 1:
+                break
             if isinstance(layer, nn.Conv2d):
                 conf = (layer.stride, layer.padding, layer.dilation)
                 h, t = conv_forward(h, weight, bias, conf), conv_forward(t, weight, None, conf)
@@ -162,7 +157,7 @@ def _adjoint_sweep(net: nn.Sequential, used: Sequence[_Used], kept: list[tuple[T
         if type(layer) is LipSwish:
             z, s, slope, t = kept[i]
             beta_used = used[i][0].detach()
-            beta = _channel_view(beta_used, z.ndim)
+            beta = channel_view(beta_used, z.ndim)
             u = (probe_view(t) * probe_view(t_bar)).sum(0) if n_probes > 1 else t * t_bar
             torch.ops.aten.sigmoid_backward.grad_input(u, s, grad_input=u)  # t t_bar s (1 - s)
             # a h s (1 - s) = (a z s (1 - s)) / beta; y holds a z s (1 - s).
@@ -225,7 +220,7 @@ def sequential_surrogate_backward(
     size = sweep_samples(net, x, n_probes)
     maps = _KeptMaps(min(size, len(x)) * kept_per_sample(net, x, n_probes), x)
     grad_x = torch.empty_like(x) if need_x else None
-    totals: list[list[Tensor | None]] | None = None
+    totals: list[Tensor | None] | None = None  # per used tensor, summed over the sweeps
     with torch.no_grad(), full_precision(x):
         for part, part_rows in zip(chunks, rows):
             n = part_rows.shape[1]
@@ -239,9 +234,9 @@ def sequential_surrogate_backward(
                 if grad_x is not None:
                     grad_x[span] = gx
                 flat = [g for layer in grads for g in layer]
-                totals = [[g] for g in flat] if totals is None else [t + [g] for t, g in zip(totals, flat)]
+                totals = flat if totals is None else [t if g is None else t.add_(g) for t, g in zip(totals, flat)]
     outputs = [p for layer in used for p in layer]
-    pairs = [(p, sum(g[1:], g[0])) for p, g in zip(outputs, totals or []) if p is not None and p.requires_grad]
+    pairs = [(p, g) for p, g in zip(outputs, totals or []) if p is not None and p.requires_grad]
     wanted = [p for p in params if p.requires_grad]
     if not pairs or not wanted:
         return grad_x, [None] * len(params)

@@ -34,6 +34,7 @@ gradient by autograd's own pruning.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -168,16 +169,19 @@ class _Convolution(torch.autograd.Function):
         return grad_out, grad_out, None, None
 
 
+def conv_output_size(size: Sequence[int], kernel: Sequence[int], conf: tuple) -> list[int]:
+    """The spatial size of ``conv(x, W)`` for ``x``'s spatial ``size``, ``W``'s ``kernel`` and
+    ``conf = (stride, padding, dilation)``."""
+    stride, padding, dilation = conf
+    return [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)]
+
+
 def _tap_forward(ctx: Any, x: Tensor, weight: Tensor, conf: tuple) -> Tensor:
     """A tap's forward: saves ``(x, weight)`` and returns a zero of ``conv(x, weight)``'s shape
     ``(B, C_out, H_out, W_out)``, without memory."""
     ctx.save_for_backward(x, weight)
     ctx.conf = conf
-    stride, padding, dilation = conf
-    spatial = [
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(x.shape[-2:], weight.shape[-2:], stride, padding, dilation)
-    ]
+    spatial = conv_output_size(x.shape[-2:], weight.shape[-2:], conf)
     return weight.new_zeros(()).expand(x.shape[0], weight.shape[0], *spatial)
 
 
