@@ -3,8 +3,8 @@
 Usage::
 
     python scripts/compare_reference.py --peer-dir ../shared/peers/residual-flows --protocol mnist5k \\
-        --device cpu --steps 100 --batch-size 64 [--warmup-steps 60] [--threads 2] [--out compare.json] \\
-        [--override compile=true ...]
+        --device cpu --steps 100 --batch-size 64 [--warmup-steps 60] [--threads 2] [--rounds 3] \\
+        [--out compare.json] [--override compile=true ...]
 
 Runs, one after the other, each in a fresh process on the same device:
 
@@ -15,6 +15,11 @@ Runs, one after the other, each in a fresh process on the same device:
    mnist5k digits padded to 32x32 and repeated to 3 channels, where the reference trains on random
    3x32x32 images (no CIFAR-10 offline; speed and memory depend on the shapes, not the pixels).
    ``--override`` adds ``iresnet-train`` overrides to this run only (e.g. ``compile=true``).
+
+``--rounds N`` runs the pair N times, in alternating order (reference first in odd rounds, iresnet
+first in even ones), so that a machine whose speed drifts within the sitting favours neither side;
+each side's steady state then pools the timed steps of all its runs, and the table gives the ratio
+of every round as well.
 
 Both train the same number of training images (4,000) with the same batch size and seed. Writes
 ``--out`` (JSON) and the markdown table beside it (``.md``), and prints the table: steady-state
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -63,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, help=f"steps left out of the steady state (default {WARMUP_STEPS})")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of both runs (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each side, in alternating order (default 1)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="an iresnet-train override of the iresnet run only (repeatable), e.g. compile=true")
     parser.add_argument("--out", type=Path, default=Path("compare_reference.json"), help="JSON; the table goes to .md")
@@ -71,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps < 2 or args.batch_size < 1:
         parser.error(f"--steps must be at least 2 and --batch-size at least 1, got {args.steps} and {args.batch_size}.")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}.")
     if args.warmup_steps is None:
         args.warmup_steps = min(WARMUP_STEPS, args.steps // 2)
     if not 0 <= args.warmup_steps < args.steps:
@@ -111,18 +120,34 @@ def run_iresnet(args: argparse.Namespace, run_dir: Path) -> dict:
     return {**record, "command": ["iresnet-train", f"experiment={experiment}", *overrides]}
 
 
-def summary(record: dict, warmup_steps: int) -> dict:
-    """One run's entry in the JSON: its steady state, whole process, memory and parameters."""
-    steady = steady_state(record, warmup_steps)
+def summary(records: list[dict], warmup_steps: int) -> dict:
+    """One side's entry in the JSON, over its runs (one per round): the steady state of all their
+    timed steps together, the mean whole process, the highest peak memory, and parameters."""
+    first = records[0]
+    timed = [step for record in records for step in record["step_s"][warmup_steps:]]
+    steady = steady_state({**first, "step_s": timed}, 0)
+    cuda = None if first["peak_cuda_mib"] is None else max(record["peak_cuda_mib"] for record in records)
+    rss = max(record["peak_rss_mib"] for record in records)
     return {
         **steady,
-        "images_per_s_median": record["batch_size"] * record["world_size"] / steady["step_s_median"],
-        "steps": len(record["step_s"]),
-        "wall_s": record["wall_s"],
+        "images_per_s_median": first["batch_size"] * first["world_size"] / steady["step_s_median"],
+        "steps": len(first["step_s"]),
+        "runs": len(records),
+        "wall_s": statistics.mean(record["wall_s"] for record in records),
         # the memory the steps ran in: the CUDA allocator's on a GPU, else the process's
-        "peak_mib": record["peak_cuda_mib"] if record["peak_cuda_mib"] is not None else record["peak_rss_mib"],
-        **{k: record[k] for k in ("peak_rss_mib", "peak_cuda_mib", "parameters", "threads", "command")},
+        "peak_mib": rss if cuda is None else cuda,
+        "peak_rss_mib": rss,
+        "peak_cuda_mib": cuda,
+        **{k: first[k] for k in ("parameters", "threads", "command")},
     }
+
+
+def round_ratios(runs: dict[str, list[dict]], warmup_steps: int) -> list[float]:
+    """Per round, the reference's mean steady-state step over iresnet's."""
+    return [
+        steady_state(ref, warmup_steps)["step_s"] / steady_state(ours, warmup_steps)["step_s"]
+        for ref, ours in zip(runs["reference"], runs["iresnet"])
+    ]
 
 
 def _load(average: list[float] | None) -> str:
@@ -157,20 +182,39 @@ def markdown(result: dict) -> str:
         "",
         table(["", "reference", "iresnet", "iresnet / reference"], rows),
         "",
+        *_rounds(result),
     ])  # fmt: skip
 
 
+def _rounds(result: dict) -> list[str]:
+    ratios = result.get("round_ratios", [])
+    if len(ratios) < 2:
+        return []
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    return [
+        f"{len(ratios)} rounds in alternating order; steady-state ratio of the mean steps per round: {listed} "
+        f"(median {statistics.median(ratios):.2f}). The table pools each side's timed steps and averages its "
+        "whole-process times.",
+        "",
+    ]
+
+
 def compare(args: argparse.Namespace, workdir: Path) -> dict:
-    """Runs the reference, then iresnet; returns the JSON result."""
+    """Runs the reference, then iresnet (``--rounds`` times, in alternating order); returns the JSON result."""
     env = environment(torch.device(args.device))
-    runs = {}
-    for name, run in (("reference", run_reference), ("iresnet", run_iresnet)):
-        print(f"{name}: {args.steps} steps of {args.protocol}, batch {args.batch_size}, {args.device}", file=sys.stderr)
-        runs[name] = summary(run(args, workdir / name), args.warmup_steps)
+    sides = [("reference", run_reference), ("iresnet", run_iresnet)]
+    runs: dict[str, list[dict]] = {name: [] for name, _ in sides}
+    for i in range(args.rounds):
+        for name, run in sides if i % 2 == 0 else sides[::-1]:
+            print(f"{name}: {args.steps} steps of {args.protocol}, batch {args.batch_size}, {args.device}"
+                  f" (round {i + 1} of {args.rounds})", file=sys.stderr)  # fmt: skip
+            runs[name].append(run(args, workdir / (name if args.rounds == 1 else f"{name}-{i + 1}")))
     env["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return {
         "protocol": args.protocol, "device": args.device, "batch_size": args.batch_size, "steps": args.steps,
-        "warmup_steps": args.warmup_steps, "seed": args.seed, "environment": env, **runs,
+        "warmup_steps": args.warmup_steps, "seed": args.seed, "rounds": args.rounds, "environment": env,
+        **{name: summary(records, args.warmup_steps) for name, records in runs.items()},
+        "round_ratios": round_ratios(runs, args.warmup_steps),
     }  # fmt: skip
 
 

@@ -54,8 +54,8 @@ def _record(step_s: list[float], batch_size: int, peak_rss: float, parameters: i
 
 
 def test_summary_and_table_give_steady_state_ratios(compare):
-    ref = compare.summary(_record([9.0, 2.0, 2.0, 4.0], 8, 1000.0, 100), warmup_steps=1)
-    ours = compare.summary(_record([5.0, 1.0, 1.0, 1.0], 8, 500.0, 110), warmup_steps=1)
+    ref = compare.summary([_record([9.0, 2.0, 2.0, 4.0], 8, 1000.0, 100)], warmup_steps=1)
+    ours = compare.summary([_record([5.0, 1.0, 1.0, 1.0], 8, 500.0, 110)], warmup_steps=1)
     assert (ref["images_per_s"], ref["images_per_s_median"], ref["timed_steps"]) == (3.0, 4.0, 3)
     assert (ours["images_per_s"], ours["peak_mib"], ours["wall_s"]) == (8.0, 500.0, 80.0)
     env = {"device_name": "cpu", "cpu_count": 2, "torch": "2", "git": "abc", "load_average": [1.0], "time": "now"}
@@ -67,6 +67,42 @@ def test_summary_and_table_give_steady_state_ratios(compare):
     assert rows["| steady-state images/s (median step)"] == ["4", "8", "2 |"]
     assert rows["| whole process, s"] == ["170", "80", "0.471 |"]
     assert rows["| peak RSS, MiB"] == ["1000", "500", "0.5 |"]
+    assert "rounds" not in compare.markdown(result)
+
+
+def test_rounds_alternate_and_pool(compare, tmp_path, monkeypatch):
+    """--rounds 3: reference first in rounds 1 and 3, iresnet first in round 2; each side pools
+    its timed steps, averages its whole process, keeps its highest peak; one ratio per round."""
+    calls = []
+
+    def fake(name, steps, peak):
+        def run(args, run_dir):
+            calls.append((name, run_dir.name))
+            return _record(steps[len([c for c in calls if c[0] == name]) - 1], 8, peak.pop(0), 100)
+        return run
+
+    reference = fake("reference", [[9, 4, 4], [9, 2, 2], [9, 3, 3]], [900.0, 1000.0, 950.0])
+    monkeypatch.setattr(compare, "run_reference", reference)
+    ours = fake("iresnet", [[5, 2, 2], [5, 1, 1], [5, 1, 1]], [500.0, 400.0, 450.0])
+    monkeypatch.setattr(compare, "run_iresnet", ours)
+    monkeypatch.setattr(compare, "environment", lambda device: {})
+    peer = tmp_path / "peer"
+    (peer / "resflows").mkdir(parents=True)
+    base = ["--peer-dir", str(peer), "--protocol", "mnist5k", "--device", "cpu", "--steps", "3", "--batch-size", "8"]
+    args = compare.parse_args([*base, "--warmup-steps", "1", "--rounds", "3", "--out", str(tmp_path / "c.json")])
+    result = compare.compare(args, tmp_path)
+    assert calls == [("reference", "reference-1"), ("iresnet", "iresnet-1"), ("iresnet", "iresnet-2"),
+                     ("reference", "reference-2"), ("reference", "reference-3"), ("iresnet", "iresnet-3")]  # fmt: skip
+    ref, ours = result["reference"], result["iresnet"]
+    assert (ref["timed_steps"], ref["step_s"], ref["step_s_median"], ref["runs"]) == (6, 3.0, 3.0, 3)
+    assert (ours["step_s"], ours["wall_s"], ours["peak_mib"], ref["peak_mib"]) == (4 / 3, 10 * 23 / 3, 500.0, 1000.0)
+    assert result["round_ratios"] == [2.0, 2.0, 3.0]
+    env = {"device_name": "cpu", "cpu_count": 2, "torch": "2", "git": "abc", "load_average": None, "time": "now"}
+    text = compare.markdown({**result, "environment": env})
+    assert "3 rounds in alternating order; steady-state ratio of the mean steps per round: 2.00, 2.00, 3.00" in text
+    assert "(median 2.00)" in text
+    with pytest.raises(SystemExit):
+        compare.parse_args([*base, "--rounds", "0", "--out", str(tmp_path / "d.json")])
 
 
 @pytest.mark.slow
