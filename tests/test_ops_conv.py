@@ -92,6 +92,28 @@ def test_one_channel_unfold_and_fold_match_aten(kernel):
     torch.testing.assert_close((_unfold(x, kh, kw) * taps).sum(), (x * _fold(taps, kh, kw, 6, 7)).sum())
 
 
+def test_fold_targets_are_built_once_per_shape_and_outlive_inference_mode():
+    """The fold's index is cached per shape; one first built under ``inference_mode`` is an ordinary
+    tensor, so a training step after an inference-mode evaluation still differentiates the fold."""
+    from iresnet.ops.conv import _fold_targets
+
+    _fold_targets.cache_clear()
+    with torch.inference_mode():
+        first = _fold_targets(3, 3, 5, 6, torch.device("cpu"))
+    assert not first.is_inference() and not first.requires_grad
+    assert _fold_targets(3, 3, 5, 6, torch.device("cpu")) is first
+    assert _fold_targets(3, 3, 5, 7, torch.device("cpu")) is not first
+    torch.manual_seed(0)
+    conv = Conv2d(4, 1, 3, padding=1).double()
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64)
+    with torch.inference_mode():
+        conv(x)
+    x.requires_grad_(True)
+    gx, gw = torch.autograd.grad(conv(x).square().sum(), (x, conv.weight))
+    ex, ew = torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias, 1, 1).square().sum(), (x, conv.weight))
+    torch.testing.assert_close((gx, gw), (ex, ew), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("channels", [(1, 4), (4, 1)], ids=str)
 def test_batched_vector_jacobian_products_match_one_row_at_a_time(channels, channels_last):

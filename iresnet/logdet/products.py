@@ -130,6 +130,6 @@ def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Te
                 for adjoint in reversed(adjoints):
                     row = adjoint(row)
                 rows.append(row)
-        return torch.stack(rows)
+        return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
 
     return h, product

@@ -34,6 +34,7 @@ gradient by autograd's own pruning.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,13 +77,17 @@ def _unfold(x: Tensor, kh: int, kw: int) -> Tensor:
     return windows.permute(0, 3, 4, 1, 2).reshape(b, kh * kw, h * w)
 
 
+@functools.lru_cache(maxsize=64)
 def _fold_targets(kh: int, kw: int, h: int, w: int, device: torch.device) -> Tensor:
     """Where :func:`_fold` adds each tap, in taps' memory order ``(pixel, tap)``: tap ``(i, j)`` of
     pixel ``(a, b)`` belongs to output pixel ``(a + i - kh // 2, b + j - kw // 2)``, which is
-    ``(a + i, b + j)`` of the output padded by ``(kh // 2, kw // 2)``, flattened."""
-    i, j = torch.arange(kh, device=device).view(kh, 1, 1, 1), torch.arange(kw, device=device).view(1, kw, 1, 1)
-    a, b = torch.arange(h, device=device).view(1, 1, h, 1), torch.arange(w, device=device).view(1, 1, 1, w)
-    return ((a + i) * (w + kw - 1) + (b + j)).permute(2, 3, 0, 1).reshape(-1)
+    ``(a + i, b + j)`` of the output padded by ``(kh // 2, kw // 2)``, flattened.
+
+    Built once per shape (a model has a few), outside any inference mode or graph, and only read."""
+    with torch.inference_mode(False), torch.no_grad():
+        i, j = torch.arange(kh, device=device).view(kh, 1, 1, 1), torch.arange(kw, device=device).view(1, kw, 1, 1)
+        a, b = torch.arange(h, device=device).view(1, 1, h, 1), torch.arange(w, device=device).view(1, 1, 1, w)
+        return ((a + i) * (w + kw - 1) + (b + j)).permute(2, 3, 0, 1).reshape(-1)
 
 
 def _fold(taps: Tensor, kh: int, kw: int, h: int, w: int) -> Tensor:
