@@ -14,6 +14,7 @@ from iresnet.lipschitz import spectral_norm
 from iresnet.lipschitz.activations import LipSwish
 from iresnet.logdet import PowerSeriesLogDet, RouletteLogDet
 from iresnet.logdet._autograd import batch_chunks, frozen_parametrizations
+from iresnet.logdet.products import layer_tensors
 from iresnet.logdet.series import neumann_surrogate
 from iresnet.logdet.surrogate import sequential_surrogate_backward, sweep_samples
 from iresnet.ops import Conv2d
@@ -41,6 +42,20 @@ def autograd_reference(net, x, probes, rows, chunks, grad_g, grad_logdet, params
     return grad_x, totals
 
 
+def sweep_gradients(net, x, probes, rows, chunks, grad_g, grad_logdet, params, need_x):
+    """The sweep's gradients w.r.t. the layers' tensors, taken on to ``params`` by autograd, as the
+    estimator's backward pass does."""
+    with frozen_parametrizations(net):
+        used = [layer_tensors(layer) for layer in net]
+    grad_x, grads = sequential_surrogate_backward(net, used, x, probes, rows, chunks, grad_g, grad_logdet, need_x)
+    tensors = [t for layer in used for t in layer]
+    assert len(grads) == len(tensors)
+    pairs = [(t, g) for t, g in zip(tensors, grads) if g is not None]
+    assert all(t.requires_grad for t, _ in pairs)
+    found = torch.autograd.grad([t for t, _ in pairs], params, [g for _, g in pairs], allow_unused=True)
+    return grad_x, list(found)
+
+
 def _case(make, shape, n_probes, chunk):
     torch.manual_seed(0)
     net = make().train()
@@ -66,8 +81,8 @@ def test_sweep_equals_autograd(make, shape, n_probes, sweep_bytes, monkeypatch):
     net, x, probes, rows, chunks, grad_g, grad_logdet = _case(make, shape, n_probes, 3)
     params = list(net.parameters())
     arguments = [t.clone() for t in (x, probes, *rows, grad_g, grad_logdet)]
+    got_x, got = sweep_gradients(net, x, probes, rows, chunks, grad_g, grad_logdet, params, True)
     with frozen_parametrizations(net):
-        got_x, got = sequential_surrogate_backward(net, x, probes, rows, chunks, grad_g, grad_logdet, params, True)
         want_x, want = autograd_reference(net, x, probes, rows, chunks, grad_g, grad_logdet, params)
     torch.testing.assert_close(got_x, want_x, atol=1e-13, rtol=1e-12)
     assert len(got) == len(want) == len(params)
@@ -81,13 +96,16 @@ def test_sweep_equals_autograd(make, shape, n_probes, sweep_bytes, monkeypatch):
 def test_frozen_parameters_and_no_input_gradient():
     net, x, probes, rows, chunks, grad_g, grad_logdet = _case(conv_branch, (4, 2, 6, 6), 1, 4)
     net[0].raw_beta.requires_grad_(False)
-    params = list(net.parameters())
+    params = [p for p in net.parameters() if p.requires_grad]
     with frozen_parametrizations(net):
-        got_x, got = sequential_surrogate_backward(net, x, probes, rows, chunks, grad_g, grad_logdet, params, False)
-        _, want = autograd_reference(net, x, probes, rows, chunks, grad_g, grad_logdet, [p for p in params if p.requires_grad])
+        used = [layer_tensors(layer) for layer in net]
+    got_x, grads = sequential_surrogate_backward(net, used, x, probes, rows, chunks, grad_g, grad_logdet, False)
     assert got_x is None
-    assert got[0] is None  # the frozen beta
-    for g, w in zip(got[1:], want):
+    assert grads[0] is None  # the frozen beta
+    got_x, got = sweep_gradients(net, x, probes, rows, chunks, grad_g, grad_logdet, params, False)
+    with frozen_parametrizations(net):
+        _, want = autograd_reference(net, x, probes, rows, chunks, grad_g, grad_logdet, params)
+    for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-13, rtol=1e-12)
 
 
@@ -167,3 +185,34 @@ def test_a_step_under_bf16_autocast_takes_the_same_gradients_as_autograd(monkeyp
     for a, b in zip(*grads):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_the_layers_tensors_are_read_once_per_call_and_a_lazy_branch_learns_its_size(monkeypatch):
+    """The sweep's estimator reads each spectral-normalized weight once per call, whatever the
+    number of chunks (one sigma per layer, none in the backward pass); a branch whose convolutions
+    do not know their input size yet takes autograd's path for its first call, then the sweep."""
+    from iresnet.lipschitz.parametrization import SpectralNorm
+
+    estimates, sweeps = [], []
+    original_estimate, original_sweep = SpectralNorm.estimate, memory_efficient.sequential_surrogate_backward
+    monkeypatch.setattr(SpectralNorm, "estimate", lambda self, w: estimates.append(1) or original_estimate(self, w))
+    monkeypatch.setattr(
+        memory_efficient, "sequential_surrogate_backward", lambda *a, **k: sweeps.append(1) or original_sweep(*a, **k)
+    )
+    estimator = PowerSeriesLogDet(n_terms=3, grad="neumann", memory_efficient=True, chunk_size=2)
+    torch.manual_seed(0)
+    x = 0.5 * torch.randn(5, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    net = conv_branch().train()
+    estimates.clear()  # registering a parametrization evaluates it once
+    g_x, logdet = estimator(net, x, training=True)
+    (g_x.square().sum() + logdet.sum()).backward()
+    assert len(estimates) == 3 and len(sweeps) == 1  # three convolutions, three chunks
+    lazy = nn.Sequential(
+        LipSwish(2), spectral_norm(Conv2d(2, 8, 3, padding=1), coeff=0.9), LipSwish(8),
+        spectral_norm(Conv2d(8, 2, 3, padding=1), coeff=0.9),
+    ).double()  # fmt: skip
+    for call in range(2):
+        g_x, logdet = estimator(lazy, x, training=True)
+        grads = torch.autograd.grad(g_x.square().sum() + logdet.sum(), [x, *lazy.parameters()])
+        assert all(torch.isfinite(g).all() for g in grads)
+        assert len(sweeps) == 1 + call

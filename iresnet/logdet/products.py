@@ -10,13 +10,14 @@ weight, and a product runs the layers backwards:
 Autograd would record a graph for the products, run its engine once per product and allocate every
 intermediate gradient; here each product allocates only its layers' outputs. This is the estimators'
 graph-free path: evaluation, and the values and Neumann rows of the memory-efficient forward in
-training (whose backward differentiates the branch with autograd). Any other branch returns None
+training (whose backward :mod:`iresnet.logdet.surrogate` takes by the layers' derivatives). Any
+other branch returns None
 and the callers take the products with autograd.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,22 +67,27 @@ def channel_view(beta: Tensor, ndim: int) -> Tensor:
     return beta.view(-1, *([1] * (ndim - 2)))
 
 
-def _lipswish(layer: LipSwish, h: Tensor) -> tuple[Tensor, _Adjoint]:
-    beta = channel_view(layer.beta, h.ndim)
+def layer_tensors(layer: nn.Module) -> tuple[Tensor | None, ...]:
+    """The tensors a supported layer computes with, read as a call reads them (a parametrized
+    weight through its parametrization): LipSwish's ``(beta,)``, a linear map's ``(weight, bias)``."""
+    return (layer.beta,) if type(layer) is LipSwish else (layer.weight, layer.bias)
+
+
+def _lipswish(h: Tensor, beta: Tensor) -> tuple[Tensor, _Adjoint]:
+    beta = channel_view(beta, h.ndim)
     z = h * beta
     slope = lipswish_slope(z)
     out = F.silu(z, inplace=True).mul_(1 / (LIPSWISH_SCALE * beta))
     return out, lambda u: u.mul_(slope)
 
 
-def _conv(layer: nn.Conv2d, h: Tensor) -> tuple[Tensor, _Adjoint]:
-    weight, conf = layer.weight, (layer.stride, layer.padding, layer.dilation)
-    return conv_forward(h, weight, layer.bias, conf), lambda u: conv_input_grad(u, h, weight, conf)
+def _conv(layer: nn.Conv2d, h: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, _Adjoint]:
+    conf = (layer.stride, layer.padding, layer.dilation)
+    return conv_forward(h, weight, bias, conf), lambda u: conv_input_grad(u, h, weight, conf)
 
 
-def _linear(layer: nn.Linear, h: Tensor) -> tuple[Tensor, _Adjoint]:
-    weight = layer.weight
-    return F.linear(h, weight, layer.bias), lambda u: u @ weight
+def _linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, _Adjoint]:
+    return F.linear(h, weight, bias), lambda u: u @ weight
 
 
 def full_precision(x: Tensor) -> torch.autocast:
@@ -96,13 +102,16 @@ def sequential_supported(net: nn.Module) -> bool:
     return isinstance(net, nn.Sequential) and all(_supported(layer) for layer in net)
 
 
-def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]] | None:
+def sequential_products(
+    net: nn.Module, x: Tensor, used: Sequence[tuple[Tensor | None, ...]] | None = None
+) -> tuple[Tensor, Callable[[Tensor], Tensor]] | None:
     """``(g(x), product)`` with ``product: (P, B, ...) -> (P, B, ...)``, ``u[p] -> u[p] J`` for the
     per-sample Jacobian ``J`` of ``g = net`` at ``x: (B, ...)``; None unless
     :func:`sequential_supported`.
 
-    Runs without a graph and without autocast (in ``x``'s dtype): nothing is differentiable. Each
-    parametrized weight is read once, as a forward pass of ``net`` reads it (spectral
+    Runs without a graph and without autocast (in ``x``'s dtype): nothing is differentiable. The
+    layers compute with ``used[i]`` (:func:`layer_tensors` of layer ``i``) if given; otherwise
+    each parametrized weight is read once, as a forward pass of ``net`` reads it (spectral
     normalization's power iteration runs in training mode, as there).
     """
     if not sequential_supported(net):
@@ -110,14 +119,15 @@ def sequential_products(net: nn.Module, x: Tensor) -> tuple[Tensor, Callable[[Te
     adjoints: list[_Adjoint] = []
     h = x
     with torch.no_grad(), full_precision(x):
-        for layer in net:
+        for i, layer in enumerate(net):
             h = run_pre_hooks(layer, h)
+            tensors = layer_tensors(layer) if used is None else used[i]
             if type(layer) is LipSwish:
-                h, adjoint = _lipswish(layer, h)
+                h, adjoint = _lipswish(h, *tensors)
             elif isinstance(layer, nn.Conv2d):
-                h, adjoint = _conv(layer, h)
+                h, adjoint = _conv(layer, h, *tensors)
             else:
-                h, adjoint = _linear(layer, h)
+                h, adjoint = _linear(h, *tensors)
             adjoints.append(adjoint)
     # The first adjoint of a product scales in place: it must not write into the caller's rows.
     copy_rows = type(net[-1]) is LipSwish

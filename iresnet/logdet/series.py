@@ -75,15 +75,17 @@ def chunked_series_terms(
     chunk_size: int | None,
     neumann: bool,
     context: Tensor | None = None,
+    used: Sequence[tuple[Tensor | None, ...]] | None = None,
 ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
     """:func:`series_terms` of ``g = net(x)`` (``net(x, context)``) on chunks of at most
     ``chunk_size`` samples, each chunk's graph freed once its VJPs are taken: ``(g(x), value)``
     detached, and the Neumann rows per chunk (``None`` unless ``neumann``). Works under
-    ``no_grad`` and ``inference_mode``."""
+    ``no_grad`` and ``inference_mode``. ``used``: a sequential branch's layer tensors to compute
+    with (:func:`~iresnet.logdet.products.sequential_products`)."""
     g_parts, values, rows = [], [], []
     for part in net_chunks(net, len(x), chunk_size):
         with graph_scope():
-            products = None if context is not None else sequential_products(net, x[part])
+            products = None if context is not None else sequential_products(net, x[part], used)
             if products is not None:  # the layers' own adjoints: no graph, no autograd engine
                 g, product = products
                 value, row = product_series(product, probes[:, part], coeffs, neumann)

@@ -17,9 +17,10 @@ LipSwish); the adjoint sweep runs back with ``a`` (for ``h``) and ``t_bar = c w 
 
 with ``z = beta h``, ``s = sigmoid(z)``, ``f'(h) = silu'(z) / 1.1`` and
 ``silu''(z) = s (1 - s) (2 + z (1 - 2 s))`` (``df/dbeta = h^2 s (1 - s) / 1.1``,
-``df'/dbeta = h silu''(z) / 1.1``, ``df'/dh = beta silu''(z) / 1.1``). The gradients w.r.t. the
-weights as used (spectral normalization's ``W / sigma``, ``beta = softplus(raw)``) reach the
-parameters through the parametrizations' own graph, once per call.
+``df'/dbeta = h silu''(z) / 1.1``, ``df'/dh = beta silu''(z) / 1.1``). The gradients are taken
+w.r.t. the tensors the layers compute with (spectral normalization's ``W / sigma``,
+``beta = softplus(raw)``); autograd takes them on to the parameters through the parametrizations'
+own graph.
 
 Autograd would recompute the branch with a graph, take the surrogate's VJP with another, and
 differentiate both: each elementwise step then writes a fresh map. Here every elementwise step
@@ -48,8 +49,9 @@ from iresnet.ops.lipswish import LIPSWISH_SCALE, lipswish_slope
 # step 13-15% faster than sweeps of the forward's whole chunks of 32 images.
 SWEEP_BYTES = 32 * 2**20
 
-# Per layer: LipSwish's (beta,), a linear map's (weight, bias), as the layer uses them.
-_Used = tuple[Tensor, ...]
+# Per layer: LipSwish's (beta,), a linear map's (weight, bias), as the layer uses them
+# (products.layer_tensors).
+_Used = tuple[Tensor | None, ...]
 
 
 def kept_per_sample(net: nn.Sequential, x: Tensor, n_probes: int) -> int:
@@ -97,12 +99,6 @@ class _KeptMaps:
             n, c, h, w = t.shape
             return flat.view(n, h, w, c).permute(0, 3, 1, 2)
         return flat.view(t.shape)
-
-
-def _used(net: nn.Sequential) -> list[_Used]:
-    """Each layer's tensors as a call uses them, with their graphs to the parameters."""
-    with torch.enable_grad():
-        return [(layer.beta,) if type(layer) is LipSwish else (layer.weight, layer.bias) for layer in net]
 
 
 def _tangent_sweep(net: nn.Sequential, used: Sequence[_Used], maps: _KeptMaps, x: Tensor,
@@ -197,25 +193,24 @@ def _adjoint_sweep(net: nn.Sequential, used: Sequence[_Used], kept: list[tuple[T
 
 def sequential_surrogate_backward(
     net: nn.Sequential,
+    used: Sequence[_Used],
     x: Tensor,
     probes: Tensor,
     rows: Sequence[Tensor],
     chunks: Sequence[slice],
     grad_g: Tensor,
     grad_logdet: Tensor,
-    params: Sequence[Tensor],
     need_x: bool,
 ) -> tuple[Tensor | None, list[Tensor | None]]:
-    """``(dL/dx, dL/dparams)`` for ``L`` of the module docstring; ``x, grad_g: (B, ...)``,
+    """``(dL/dx, dL/dused)`` for ``L`` of the module docstring; ``used[i]`` the tensors layer ``i``
+    computes with (:func:`~iresnet.logdet.products.layer_tensors`), ``x, grad_g: (B, ...)``,
     ``probes: (P, B, ...)``, ``grad_logdet: (B,)``; ``rows[k]: (P, |chunks[k]|, ...)`` the
     Neumann rows of the forward's chunk ``chunks[k]``. ``dL/dx`` is None unless ``need_x``;
-    a parameter that ``L`` does not reach gets None.
+    ``dL/dused`` follows ``used`` flattened, None for a tensor that is None or does not require grad.
 
-    Call with ``net``'s parametrizations frozen (the forward's weights). Leaves its arguments
-    unchanged. Runs in ``x``'s dtype, as autograd's backward of the branch would: rows and
-    gradients that a forward under autocast left in a lower precision are cast to it."""
+    Leaves its arguments unchanged. Runs in ``x``'s dtype, as autograd's backward of the branch
+    would: rows and gradients that a forward under autocast left in a lower precision are cast to it."""
     rows, grad_g, grad_logdet = [r.to(x.dtype) for r in rows], grad_g.to(x.dtype), grad_logdet.to(x.dtype)
-    used = _used(net)
     n_probes = probes.shape[0]
     size = sweep_samples(net, x, n_probes)
     maps = _KeptMaps(min(size, len(x)) * kept_per_sample(net, x, n_probes), x)
@@ -235,10 +230,7 @@ def sequential_surrogate_backward(
                     grad_x[span] = gx
                 flat = [g for layer in grads for g in layer]
                 totals = flat if totals is None else [t if g is None else t.add_(g) for t, g in zip(totals, flat)]
-    outputs = [p for layer in used for p in layer]
-    pairs = [(p, g) for p, g in zip(outputs, totals or []) if p is not None and p.requires_grad]
-    wanted = [p for p in params if p.requires_grad]
-    if not pairs or not wanted:
-        return grad_x, [None] * len(params)
-    found = iter(torch.autograd.grad([p for p, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True))
-    return grad_x, [next(found) if p.requires_grad else None for p in params]
+    tensors = [t for layer in used for t in layer]
+    return grad_x, [
+        g if t is not None and t.requires_grad else None for t, g in zip(tensors, totals or [None] * len(tensors))
+    ]
