@@ -11,8 +11,7 @@ Autograd would record a graph for the products, run its engine once per product 
 intermediate gradient; here each product allocates only its layers' outputs. This is the estimators'
 graph-free path: evaluation, and the values and Neumann rows of the memory-efficient forward in
 training (whose backward :mod:`iresnet.logdet.surrogate` takes by the layers' derivatives). Any
-other branch returns None
-and the callers take the products with autograd.
+other branch returns None and the callers take the products with autograd.
 """
 
 from __future__ import annotations
